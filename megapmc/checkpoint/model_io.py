@@ -1,0 +1,70 @@
+"""Model shards of a megapmc checkpoint: ``model_tpXX.safetensors`` per TP rank and ``config.json``.
+
+Only safetensors and JSON are read, so loading a checkpoint never unpickles code.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+
+
+def model_shard_name(tp_rank: int) -> str:
+    return f"model_tp{tp_rank:02d}.safetensors"
+
+
+def save_model_shard(ckpt_dir: str | Path, tp_rank: int, state_dict: dict[str, torch.Tensor]) -> Path:
+    path = Path(ckpt_dir) / model_shard_name(tp_rank)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(path))
+    return path
+
+
+def save_config(ckpt_dir: str | Path, config: dict) -> Path:
+    path = Path(ckpt_dir) / CONFIG_NAME
+    path.write_text(json.dumps({"format_version": FORMAT_VERSION, **config}, indent=2, sort_keys=True))
+    return path
+
+
+def load_config(ckpt_dir: str | Path) -> dict:
+    path = Path(ckpt_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {ckpt_dir} is not a megapmc checkpoint directory")
+    config = json.loads(path.read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {config.get('format_version')} is not {FORMAT_VERSION}, "
+            f"the version this megapmc reads"
+        )
+    return config
+
+
+def tensor_parallel_size(config: dict) -> int:
+    return int(config.get("parallel", {}).get("tensor_model_parallel_size", 1))
+
+
+def load_model_shard(ckpt_dir: str | Path, tp_rank: int) -> dict[str, torch.Tensor]:
+    path = Path(ckpt_dir) / model_shard_name(tp_rank)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model shard for TP rank {tp_rank} is missing")
+    return load_file(str(path))
+
+
+def save_model_shards(ckpt_dir: str | Path, shards: list[dict[str, torch.Tensor]], config: dict) -> None:
+    """Write every TP rank's shard and the config (``config["parallel"]["tensor_model_parallel_size"]``
+    is set to ``len(shards)``)."""
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    config = {**config, "parallel": {**config.get("parallel", {}), "tensor_model_parallel_size": len(shards)}}
+    for tp_rank, shard in enumerate(shards):
+        save_model_shard(ckpt_dir, tp_rank, shard)
+    save_config(ckpt_dir, config)
+
+
+def load_model_shards(ckpt_dir: str | Path) -> tuple[list[dict[str, torch.Tensor]], dict]:
+    config = load_config(ckpt_dir)
+    return [load_model_shard(ckpt_dir, r) for r in range(tensor_parallel_size(config))], config

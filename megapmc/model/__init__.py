@@ -1,0 +1,4 @@
+"""The LLaMA model, its configuration presets and rotary embeddings."""
+from megapmc.model.config import LlamaConfig
+
+__all__ = ["LlamaConfig"]
