@@ -1,0 +1,76 @@
+"""A resumable chain of command-line steps, each writing into one run folder.
+
+The sample pipeline (examples/run_sample_pipeline.py) is such a chain. A step is skipped when its
+marker ``.steps/NAME.done`` exists and records the same command, so running twice reuses what is
+built and editing a step's command redoes it and the steps after it. Each step's output is shown live
+and kept in ``logs/NAME.log``; the first failing step stops the chain with its log's path.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Step:
+    name: str
+    title: str
+    commands: list[list[str]]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        return json.dumps({"commands": self.commands, "env": self.env}, sort_keys=True)
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def _run_logged(cmd: list[str], log, env: dict[str, str], cwd: Path) -> int:
+    log.write(f"$ {shlex.join(cmd)}\n")
+    log.flush()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=cwd,
+        bufsize=0,
+    )
+    # Byte chunks, not lines: tqdm redraws with carriage returns and would otherwise appear only at the end.
+    while chunk := os.read(proc.stdout.fileno(), 4096):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+        log.write(chunk.decode(errors="replace"))
+    return proc.wait()
+
+
+def run_steps(steps: list[Step], run_dir: Path, cwd: Path, force: bool = False) -> None:
+    """Run ``steps`` in order; raise StepFailed naming the step and its log at the first failure."""
+    markers, logs = run_dir / ".steps", run_dir / "logs"
+    markers.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    redo = force
+    for i, step in enumerate(steps, 1):
+        marker = markers / f"{step.name}.done"
+        header = f"[{i}/{len(steps)}] {step.title}"
+        if not redo and marker.is_file() and marker.read_text() == step.fingerprint():
+            print(f"{header}: done before, reusing ({marker})", flush=True)
+            continue
+        redo = True  # everything after a redone step is redone too: its inputs changed
+        marker.unlink(missing_ok=True)
+        print(f"\n{header}", flush=True)
+        start = time.time()
+        log_path = logs / f"{step.name}.log"
+        with log_path.open("w") as log:
+            for cmd in step.commands:
+                code = _run_logged(cmd, log, step.env, cwd)
+                if code != 0:
+                    raise StepFailed(
+                        f"step '{step.name}' ({step.title}) failed with exit code {code} running:\n"
+                        f"  {shlex.join(cmd)}\nits full output is in {log_path}"
+                    )
+        marker.write_text(step.fingerprint())
+        print(f"{header}: finished in {time.time() - start:.1f} s", flush=True)
