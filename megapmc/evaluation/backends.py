@@ -1,0 +1,210 @@
+"""Models to evaluate: a Hugging Face directory through transformers, or a megapmc checkpoint.
+
+Both implement ``loglikelihood`` (summed log-probabilities of continuation tokens, batched) and
+``generate`` (greedy). Token ids are built by the caller (``megapmc.evaluation.scoring``), so both
+backends see exactly the same inputs; a backend only runs the network.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+
+class Tokenizer(Protocol):
+    bos_id: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]: ...  # no BOS/EOS added
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class HFTokenizer:
+    """A transformers tokenizer (``AutoTokenizer.from_pretrained``) behind the ``Tokenizer`` interface."""
+
+    def __init__(self, tokenizer):
+        if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no BOS or EOS token; LLaMA tokenizers have both")
+        self._tok = tokenizer
+        self.bos_id, self.eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=True)
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece ``.model`` file (LLaMA's ``tokenizer.model``) behind the ``Tokenizer`` interface."""
+
+    def __init__(self, model_file: str | Path):
+        import sentencepiece as spm
+
+        self._sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        self.bos_id, self.eos_id = self._sp.bos_id(), self._sp.eos_id()
+        if self.bos_id < 0 or self.eos_id < 0:
+            raise ValueError(f"{model_file}: SentencePiece model has no BOS or EOS id")
+
+    def encode(self, text: str) -> list[int]:
+        return self._sp.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._sp.decode(list(ids))
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A SentencePiece ``.model`` file, or a directory transformers can load a tokenizer from."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".model":
+        return SentencePieceTokenizer(path)
+    if path.is_dir():
+        from transformers import AutoTokenizer
+
+        return HFTokenizer(AutoTokenizer.from_pretrained(str(path)))
+    raise FileNotFoundError(f"--tokenizer {path}: expected a SentencePiece .model file or a tokenizer directory")
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (LLaMA's training precision), fp32 on the CPU (bf16 matmuls there are slow and inexact)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+@dataclass(frozen=True)
+class LoglikResult:
+    logprob: float  # sum over the continuation's tokens
+    is_greedy: bool  # every continuation token is the argmax
+
+
+class CausalLMBackend:
+    """Batched log-likelihood and greedy decoding over ``self.logits(input_ids [b, s]) -> [b, s, vocab]``.
+
+    Rows are right-padded: in a causal model the padding after a row's last token cannot change the
+    logits before it, so no attention mask is needed and any backend that runs a plain forward works.
+    """
+
+    tokenizer: Tokenizer
+    device: torch.device
+    batch_size: int
+    max_length: int
+    show_progress: bool = True
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _pad(self, rows: list[list[int]]) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        padded = [r + [self.tokenizer.eos_id] * (width - len(r)) for r in rows]
+        return torch.tensor(padded, dtype=torch.long, device=self.device)  # [b, s]
+
+    @torch.no_grad()
+    def loglikelihood(self, requests: Sequence[tuple[list[int], list[int]]]) -> list[LoglikResult]:
+        """Each request is ``(context_ids, continuation_ids)``; the context starts with BOS. Contexts
+        longer than ``max_length`` lose tokens on the left, as lm-evaluation-harness does."""
+        results: list[LoglikResult | None] = [None] * len(requests)
+        # Longest first: similar lengths share a batch (less padding) and out-of-memory shows at once.
+        order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in tqdm(batches, desc="loglikelihood", disable=not self.show_progress, leave=False):
+            rows, spans = [], []
+            for i in batch:
+                ctx, cont = requests[i]
+                if not cont:
+                    raise ValueError(f"request {i}: empty continuation")
+                full = (list(ctx) + list(cont))[-(self.max_length + 1):]
+                inp = full[:-1]
+                rows.append(inp)
+                spans.append((len(inp) - len(cont), len(inp)))  # positions predicting the continuation
+            logits = self.logits(self._pad(rows))  # [b, s, vocab]
+            for row, i, (start, end) in zip(range(len(batch)), batch, spans):
+                cont = torch.tensor(requests[i][1], device=logits.device)
+                logp = F.log_softmax(logits[row, start:end].float(), dim=-1)  # [len(cont), vocab]
+                results[i] = LoglikResult(
+                    logprob=float(logp.gather(-1, cont[:, None]).sum()),
+                    is_greedy=bool((logp.argmax(-1) == cont).all()),
+                )
+        return results  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding without a KV cache: every step reruns the (right-padded) batch and reads each
+        row's logits at its own last token. Stops a row at EOS; returns the new tokens (EOS excluded)."""
+        outputs: list[list[int]] = [[] for _ in prompts]
+        batches = [list(range(i, min(i + self.batch_size, len(prompts)))) for i in range(0, len(prompts), self.batch_size)]
+        for batch in tqdm(batches, desc="generate", disable=not self.show_progress, leave=False):
+            rows = [list(prompts[i])[-(self.max_length - max_new_tokens):] for i in batch]
+            done = [False] * len(batch)
+            for _ in range(max_new_tokens):
+                logits = self.logits(self._pad(rows))  # [b, s, vocab]
+                last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
+                next_ids = logits[torch.arange(len(rows), device=logits.device), last].argmax(-1).tolist()
+                for j, tok in enumerate(next_ids):
+                    if done[j]:
+                        continue
+                    if tok == self.tokenizer.eos_id:
+                        done[j] = True
+                    else:
+                        rows[j].append(tok)
+                        outputs[batch[j]].append(tok)
+                if all(done):
+                    break
+        return outputs
+
+
+class HFBackend(CausalLMBackend):
+    """A Hugging Face model directory loaded with ``AutoModelForCausalLM`` (bf16 on CUDA, fp32 on CPU)."""
+
+    def __init__(self, model, tokenizer: Tokenizer, batch_size: int = 8, max_length: int | None = None,
+                 show_progress: bool = True):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.batch_size = batch_size
+        self.max_length = max_length or model.config.max_position_embeddings
+        self.show_progress = show_progress
+
+    @classmethod
+    def from_pretrained(cls, hf_dir: str | Path, batch_size: int = 8, device: torch.device | None = None,
+                        dtype: torch.dtype | None = None, tokenizer: Tokenizer | None = None, **kwargs) -> "HFBackend":
+        from transformers import AutoModelForCausalLM
+
+        hf_dir = Path(hf_dir)
+        if not (hf_dir / "config.json").is_file():
+            raise FileNotFoundError(f"--hf-dir {hf_dir}: no config.json; expected a Hugging Face model directory")
+        device = device or default_device()
+        model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=dtype or default_dtype(device)).to(device)
+        return cls(model, tokenizer or load_tokenizer(hf_dir), batch_size=batch_size, **kwargs)
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids).logits  # [b, s, vocab]
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding with transformers' ``generate`` (KV cache), rows left-padded with a mask."""
+        outputs: list[list[int]] = []
+        eos = self.tokenizer.eos_id
+        batches = [prompts[i:i + self.batch_size] for i in range(0, len(prompts), self.batch_size)]
+        for batch in tqdm(batches, desc="generate", disable=not self.show_progress, leave=False):
+            rows = [list(p)[-(self.max_length - max_new_tokens):] for p in batch]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([[eos] * (width - len(r)) + r for r in rows], device=self.device)  # [b, s]
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+            out = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                eos_token_id=eos, pad_token_id=eos,
+            )  # [b, s + new]
+            for row in out[:, width:].tolist():
+                outputs.append(row[:row.index(eos)] if eos in row else row)
+        return outputs

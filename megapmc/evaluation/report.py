@@ -1,0 +1,121 @@
+"""Results on disk: ``results.json``, ``results.md`` (one row per task plus the average) and
+``samples_TASK.jsonl`` (one line per item, for auditing).
+
+The 95% confidence interval is the **Wilson score interval**, which stays inside [0, 1] and is
+honest for the small item counts of ``--limit`` runs (the normal approximation is not).
+Every file is written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from megapmc.evaluation.scoring import ItemResult
+from megapmc.evaluation.tasks import LoadedSplit
+
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for ``correct`` successes out of ``total``; (0, 0) when ``total`` is 0."""
+    if total == 0:
+        return 0.0, 0.0
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class TaskResult:
+    task: str
+    split: str
+    source: str
+    mode: str
+    num_fewshot: int
+    n: int
+    correct: int
+    acc: float
+    ci95: tuple[float, float]
+    acc_norm: float | None = None  # log-likelihood mode
+    unparsed: int | None = None  # generation mode
+    unparsed_ids: list[str] = field(default_factory=list)
+    malformed: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def summarise(split: LoadedSplit, results: list[ItemResult], mode: str, num_fewshot: int) -> TaskResult:
+    n, correct = len(results), sum(r.correct for r in results)
+    out = TaskResult(
+        task=split.task, split=split.split, source=split.source, mode=mode, num_fewshot=num_fewshot, n=n,
+        correct=correct, acc=correct / n if n else 0.0, ci95=wilson_interval(correct, n),
+        malformed=[{"location": m.location, "reason": m.reason} for m in split.malformed], notes=list(split.notes),
+    )
+    if mode == "loglik":
+        out.acc_norm = sum(bool(r.correct_norm) for r in results) / n if n else 0.0
+    else:
+        out.unparsed_ids = [r.id for r in results if r.chosen is None]
+        out.unparsed = len(out.unparsed_ids)
+    return out
+
+
+def average(results: list[TaskResult]) -> float:
+    """Unweighted mean over tasks, as the paper's "Average" column."""
+    return sum(r.acc for r in results) / len(results) if results else 0.0
+
+
+def markdown_table(results: list[TaskResult]) -> str:
+    loglik = any(r.mode == "loglik" for r in results)
+    generate = any(r.mode == "generate" for r in results)
+    head = ["Task", "Split", "Shots", "Items", "Accuracy (%)", "95% CI (Wilson)"]
+    head += ["Acc norm (%)"] if loglik else []
+    head += ["Unparsed"] if generate else []
+    head += ["Malformed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        row = [r.task, r.split, str(r.num_fewshot), str(r.n), f"{100 * r.acc:.2f}",
+               f"{100 * r.ci95[0]:.2f}–{100 * r.ci95[1]:.2f}"]
+        row += [f"{100 * r.acc_norm:.2f}" if r.acc_norm is not None else "–"] if loglik else []
+        row += [str(r.unparsed) if r.unparsed is not None else "–"] if generate else []
+        row += [str(len(r.malformed))]
+        lines.append("| " + " | ".join(row) + " |")
+    filler = [""] * (len(head) - 5)
+    lines.append("| " + " | ".join(["**Average**", "", "", str(sum(r.n for r in results)),
+                                    f"**{100 * average(results):.2f}**", *filler]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_samples(output_dir: Path, task: str, results: list[ItemResult]) -> Path:
+    path = Path(output_dir) / f"samples_{task}.jsonl"
+    _write_atomic(path, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in results))
+    return path
+
+
+def write_report(output_dir: str | Path, results: list[TaskResult], run_config: dict) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``results.md``; return their paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "config": run_config,
+        "ci_method": "wilson",
+        "tasks": {r.task: r.__dict__ for r in results},
+        "average": average(results),
+    }
+    json_path, md_path = output_dir / "results.json", output_dir / "results.md"
+    _write_atomic(json_path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    notes = [f"- {r.task}: {note}" for r in results for note in r.notes]
+    notes += [f"- {r.task}: {len(r.malformed)} malformed records skipped (listed in results.json)"
+              for r in results if r.malformed]
+    text = markdown_table(results) + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    _write_atomic(md_path, text)
+    return json_path, md_path

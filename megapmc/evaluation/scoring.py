@@ -1,0 +1,109 @@
+"""The two scoring modes.
+
+**Log-likelihood** (lm-evaluation-harness's ``multiple_choice``): for each option the continuation
+``" " + choice`` is scored after the prompt; the input is BOS + prompt tokens, the score the summed
+log-probability of the continuation tokens. ``acc`` takes the highest score, ``acc_norm`` the highest
+score divided by the choice's length in characters (the harness's normalisation; for the one-letter
+choices of MedQA and MedMCQA the two coincide). Ties go to the first option, as ``numpy.argmax`` does.
+
+**Generation** (PMC-LLaMA's zero-shot instruction setting): the instruction prompt, greedy decoding,
+and ``megapmc.evaluation.parser``; an unparseable answer is wrong and counted.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from megapmc.evaluation.backends import CausalLMBackend, Tokenizer
+from megapmc.evaluation.fewshot import FewShotSampler
+from megapmc.evaluation.parser import UNPARSED, parse_answer
+from megapmc.evaluation.prompts import TARGET_DELIMITER, instruction_prompt, instruction_response
+from megapmc.evaluation.tasks import MultipleChoiceItem, Task
+
+
+@dataclass
+class ItemResult:
+    """One line of ``samples_TASK.jsonl``."""
+
+    id: str
+    prompt: str
+    gold: str  # the gold choice: a letter, or yes/no/maybe
+    chosen: Optional[str]  # None: unparseable generation
+    correct: bool
+    choices: list[str]
+    loglikelihoods: Optional[list[float]] = None
+    chosen_norm: Optional[str] = None
+    correct_norm: Optional[bool] = None
+    generation: Optional[str] = None
+    parse_rule: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
+
+
+def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """``(BOS + context ids, continuation ids)``, split the harness's way: trailing spaces of the context
+    move to the continuation, the whole string is encoded once and the continuation is what follows
+    the context's own tokens, so tokens merging across the boundary are scored as the model sees them."""
+    n_space = len(context) - len(context.rstrip(" "))
+    if n_space:
+        context, continuation = context[:-n_space], context[-n_space:] + continuation
+    whole = tokenizer.encode(context + continuation)
+    ctx = tokenizer.encode(context)
+    return [tokenizer.bos_id] + ctx, whole[len(ctx):]
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def score_loglik(backend: CausalLMBackend, task: Task, items: list[MultipleChoiceItem],
+                 fewshot: FewShotSampler) -> list[ItemResult]:
+    def render_example(ex: MultipleChoiceItem) -> str:
+        return task.harness_prompt(ex) + TARGET_DELIMITER + task.harness_choices(ex)[ex.gold]
+
+    prompts, requests, spans = [], [], []
+    for item in items:
+        prompt = fewshot.prefix(item, render_example) + task.harness_prompt(item)
+        choices = task.harness_choices(item)
+        spans.append((len(requests), len(choices)))
+        requests.extend(encode_pair(backend.tokenizer, prompt, TARGET_DELIMITER + c) for c in choices)
+        prompts.append(prompt)
+    scores = backend.loglikelihood(requests)
+    results = []
+    for item, prompt, (start, n) in zip(items, prompts, spans):
+        choices = task.harness_choices(item)
+        lls = [scores[start + k].logprob for k in range(n)]
+        best = _argmax(lls)
+        best_norm = _argmax([ll / len(c) for ll, c in zip(lls, choices)])
+        results.append(ItemResult(
+            id=item.id, prompt=prompt, gold=choices[item.gold], chosen=choices[best], correct=best == item.gold,
+            choices=choices, loglikelihoods=lls, chosen_norm=choices[best_norm], correct_norm=best_norm == item.gold,
+            extra={"is_greedy": [scores[start + k].is_greedy for k in range(n)]},
+        ))
+    return results
+
+
+def score_generate(backend: CausalLMBackend, task: Task, items: list[MultipleChoiceItem],
+                   fewshot: FewShotSampler, max_new_tokens: int) -> list[ItemResult]:
+    def render_example(ex: MultipleChoiceItem) -> str:
+        return instruction_prompt(ex, task.instruction) + instruction_response(ex)
+
+    tok = backend.tokenizer
+    prompts = [fewshot.prefix(item, render_example) + instruction_prompt(item, task.instruction) for item in items]
+    generated = backend.generate([[tok.bos_id] + tok.encode(p) for p in prompts], max_new_tokens)
+    results = []
+    for item, prompt, ids in zip(items, prompts, generated):
+        text = tok.decode(ids)
+        parsed = parse_answer(text, item.letters, item.texts)
+        choices = task.harness_choices(item)  # gold and chosen read as in log-likelihood mode
+        results.append(ItemResult(
+            id=item.id, prompt=prompt, gold=choices[item.gold],
+            chosen=None if parsed.index is None else choices[parsed.index], correct=parsed.index == item.gold,
+            choices=choices, generation=text, parse_rule=parsed.rule,
+        ))
+    return results
+
+
+__all__ = ["ItemResult", "UNPARSED", "encode_pair", "score_loglik", "score_generate"]
