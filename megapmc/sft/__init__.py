@@ -1,0 +1,7 @@
+"""MedC-I instruction data and instruction tuning: sources, the build, the prompt template, the SFT dataset.
+
+- ``template``: PMC-LLaMA's Alpaca prompt and answer formats (shared with ``megapmc.evaluation``).
+- ``sources``: one module per kind of original file (conversations, rationale QA, UMLS, released MedC-I).
+- ``build``: caps, mixing weights and the summary; writes the instruction JSONL.
+- ``dataset``: tokenisation with response-only labels, truncation, packing, mmap storage.
+"""
