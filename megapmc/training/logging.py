@@ -1,0 +1,192 @@
+"""What a run reports: a console line per log interval, TensorBoard scalars, ``metrics.jsonl``, a progress bar.
+
+Only the first rank logs. ``metrics.jsonl`` (in the ``--save`` directory) gets one JSON object per
+iteration and is appended across restarts; after a crash the iterations since the last checkpoint
+appear again, and readers keep the last record of each iteration (``read_metrics``). Losses are
+written with ``repr`` precision, so a record holds the exact fp32 value the run computed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from megapmc.training.config import LoggingConfig
+
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class IterationStats:
+    iteration: int  # completed iterations, this one included
+    consumed_samples: int
+    loss: float
+    lr: float
+    grad_norm: float
+    skipped: bool
+    num_tokens: int  # tokens processed this iteration, all ranks
+    elapsed_s: float
+
+
+def peak_memory_gib() -> float:
+    """Peak accelerator memory allocated by this process, or its peak resident set on the CPU."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
+
+
+class TrainingLogger:
+    """Per-iteration records, interval summaries and the progress bar of one run (first rank only)."""
+
+    def __init__(
+        self,
+        config: LoggingConfig,
+        enabled: bool,
+        save_dir: str | None,
+        train_iters: int,
+        start_iteration: int,
+        world_size: int,
+        flops_per_token: float,
+        peak_tflops: float | None,
+    ):
+        self.config = config
+        self.enabled = enabled
+        self.world_size = world_size
+        self.flops_per_token = flops_per_token
+        self.peak_tflops = peak_tflops
+        self._interval: list[IterationStats] = []
+        self._metrics = self._writer = self._bar = None
+        if not enabled:
+            return
+        if save_dir is not None:
+            Path(save_dir).mkdir(parents=True, exist_ok=True)
+            self._metrics = open(Path(save_dir) / METRICS_NAME, "a")
+            self._write({"event": "start", "iteration": start_iteration, "time": time.time()})
+        if config.tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(config.tensorboard_dir, purge_step=start_iteration + 1)
+        if config.progress_bar:
+            self._bar = tqdm(total=train_iters, initial=start_iteration, desc="train", unit="it",
+                             dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+
+    def _write(self, record: dict) -> None:
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+
+    def print(self, message: str) -> None:
+        if self.enabled:
+            (self._bar.write if self._bar is not None else print)(message)
+
+    def throughput(self, stats: list[IterationStats]) -> dict:
+        seconds = sum(s.elapsed_s for s in stats)
+        tokens = sum(s.num_tokens for s in stats)
+        tokens_per_s = tokens / seconds if seconds > 0 else float("nan")
+        tflops = tokens_per_s * self.flops_per_token / self.world_size / 1e12
+        out = {"tokens_per_s": tokens_per_s, "tflops_per_device": tflops}
+        if self.peak_tflops:
+            out["mfu"] = tflops / self.peak_tflops
+        return out
+
+    def log_iteration(self, stats: IterationStats) -> None:
+        if not self.enabled:
+            return
+        self._interval.append(stats)
+        record = {
+            "iteration": stats.iteration, "consumed_samples": stats.consumed_samples, "loss": stats.loss,
+            "lr": stats.lr, "grad_norm": stats.grad_norm, "skipped": stats.skipped,
+            "iter_time_s": stats.elapsed_s, **self.throughput([stats]), "time": time.time(),
+        }
+        if self._metrics is not None:
+            self._write(record)
+        if self._writer is not None:
+            for key in ("loss", "lr", "grad_norm"):
+                if math.isfinite(record[key]):
+                    self._writer.add_scalar(f"train/{key}", record[key], stats.iteration)
+            self._writer.add_scalar("train/skipped", float(stats.skipped), stats.iteration)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{stats.lr:.2e}", refresh=False)
+        if stats.iteration % self.config.log_interval == 0:
+            self._log_interval()
+
+    def _log_interval(self) -> None:
+        stats, self._interval = self._interval, []
+        finite = [s.loss for s in stats if math.isfinite(s.loss)]
+        loss = sum(finite) / len(finite) if finite else float("nan")
+        last = stats[-1]
+        tp = self.throughput(stats)
+        mem = peak_memory_gib()
+        parts = [
+            f"iteration {last.iteration:8d}", f"consumed samples {last.consumed_samples:12d}",
+            f"lr {last.lr:.4e}", f"loss {loss:.6f}", f"grad norm {last.grad_norm:.4f}",
+            f"skipped {sum(s.skipped for s in stats)}",
+            f"tokens/s {tp['tokens_per_s']:.1f}", f"TFLOP/s/device {tp['tflops_per_device']:.2f}",
+        ]
+        if "mfu" in tp:
+            parts.append(f"MFU {100 * tp['mfu']:.1f}%")
+        parts.append(f"mem {mem:.2f} GiB")
+        self.print(" | ".join(parts))
+        if self._writer is not None:
+            step = last.iteration
+            self._writer.add_scalar("train/loss_interval_mean", loss, step)
+            self._writer.add_scalar("throughput/tokens_per_s", tp["tokens_per_s"], step)
+            self._writer.add_scalar("throughput/tflops_per_device", tp["tflops_per_device"], step)
+            if "mfu" in tp:
+                self._writer.add_scalar("throughput/mfu", tp["mfu"], step)
+            self._writer.add_scalar("memory/peak_gib", mem, step)
+            self._writer.flush()
+
+    def log_validation(self, iteration: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        ppl = math.exp(min(loss, 50.0))
+        self.print(f"validation at iteration {iteration} | loss {loss:.6f} | perplexity {ppl:.3f}")
+        if self._metrics is not None:
+            self._write({"iteration": iteration, "valid_loss": loss, "time": time.time()})
+        if self._writer is not None:
+            self._writer.add_scalar("valid/loss", loss, iteration)
+            self._writer.add_scalar("valid/perplexity", ppl, iteration)
+            self._writer.flush()
+
+    def log_event(self, event: str, iteration: int, **fields) -> None:
+        if self.enabled and self._metrics is not None:
+            self._write({"event": event, "iteration": iteration, **fields, "time": time.time()})
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._writer is not None:
+            self._writer.close()
+        if self._metrics is not None:
+            self._metrics.close()
+
+
+def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """(training records, validation records) of a ``metrics.jsonl``, the last record per iteration
+    (a resumed run repeats the iterations after its last checkpoint), sorted by iteration."""
+    train: dict[int, dict] = {}
+    valid: dict[int, dict] = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: the run logs it again after resuming
+                continue
+            if "event" in record:
+                continue
+            if "valid_loss" in record:
+                valid[record["iteration"]] = record
+            elif "loss" in record:
+                train[record["iteration"]] = record
+    return [train[k] for k in sorted(train)], [valid[k] for k in sorted(valid)]

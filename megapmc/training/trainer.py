@@ -1,0 +1,390 @@
+"""The training loop shared by pretraining and instruction tuning.
+
+``train(config, dataset_provider)`` builds the model, the data-parallel wrapper and the optimizer,
+resumes from ``--load`` when there is something to resume, and runs ``train_iters`` iterations. The
+datasets are injected: pretraining passes the blended 15:4:1 datasets, instruction tuning its packed
+SFT datasets (items with ``loss_mask``, ``position_ids``, ``segment_ids``).
+
+One iteration = one global batch = ``num_micro_batches`` micro-batches per DP rank. The loss is
+``sum(loss × mask) / sum(mask)`` over the whole global batch: the mask tokens are counted across
+micro-batches and DP ranks before the first backward, so every target token weighs the same however
+the samples fall on ranks (Megatron's token-level averaging).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from megapmc.checkpoint.checkpointing import (
+    CheckpointError,
+    load_checkpoint,
+    resolve_checkpoint_dir,
+    save_checkpoint,
+    set_rng_state,
+)
+from megapmc.optim.lr_schedule import LRScheduler
+from megapmc.parallel.state import ParallelState, initialize_parallel
+from megapmc.training.config import RunConfig
+from megapmc.training.logging import IterationStats, TrainingLogger
+
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. too many NaN/Inf steps in a row); the message says what to try."""
+
+
+@dataclass
+class TrainData:
+    """What a dataset provider hands the loop."""
+
+    train_dataset: torch.utils.data.Dataset
+    valid_dataset: torch.utils.data.Dataset | None = None
+    train_iters: int | None = None  # the run length when the provider derives it (e.g. from epochs)
+    summary: str | None = None  # printed once (the data plan)
+    num_workers: int = 0
+    # (dataset, consumed_samples, micro_batch_size, global_batch_size, parallel, num_workers) -> loader
+    loader_builder: Callable | None = None
+
+
+DatasetProvider = Callable[[RunConfig, ParallelState], TrainData]
+
+
+@dataclass
+class TrainResult:
+    iteration: int
+    consumed_samples: int
+    exit_reason: str  # "finished", "signal", "exit_interval"
+    last_loss: float | None
+    checkpoint: Path | None
+
+
+class _ExitSignal:
+    """Remembers a SIGTERM/SIGUSR1 so the loop can finish the iteration, save and exit."""
+
+    def __init__(self, enabled: bool):
+        self.received: int | None = None
+        self._previous = {}
+        if enabled:
+            for sig in EXIT_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _all_reduce(tensor: torch.Tensor, group=None) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, group=group)
+    return tensor
+
+
+def _default_loader_builder():
+    from megapmc.data.loader import build_pretraining_data_loader
+
+    return build_pretraining_data_loader
+
+
+class Trainer:
+    """Holds the pieces of one run; ``train()`` below is the usual way in."""
+
+    def __init__(self, config: RunConfig, data: TrainData, parallel: ParallelState):
+        from megapmc.model.flops import flops_per_token
+        from megapmc.model.llama import build_model
+        from megapmc.optim import DataParallel, build_optimizer
+
+        self.config, self.data, self.parallel = config, data, parallel
+        tcfg = config.training
+        self.num_micro_batches = tcfg.num_micro_batches(parallel.dp_size)
+        self.train_iters = tcfg.train_iters or data.train_iters
+        if self.train_iters is None:
+            raise ValueError("the run length is unknown: give --train-iters, or --train-epochs with a data "
+                             "provider that derives the iterations")
+        self.device = _device()
+        self.dtype = torch.bfloat16 if tcfg.bf16 else torch.float32
+        self.loader_builder = data.loader_builder or _default_loader_builder()
+
+        self.model = build_model(config.model, parallel, config.model_options, self.device, self.dtype)
+        self.iteration = self.consumed_samples = self.skipped_iters = self.consecutive_skipped = 0
+        self.scheduler = LRScheduler(config.lr_schedule.resolve(self.train_iters))
+        resume = self._load_weights()
+        self.ddp = DataParallel(self.model, config.optimizer, parallel)
+        self.optimizer = build_optimizer(self.ddp, config.optimizer, parallel)
+        self._rng_state = self._load_training_state(resume)
+
+        self.logger = TrainingLogger(
+            config.logging, enabled=parallel.rank == 0, save_dir=config.checkpoint.save,
+            train_iters=self.train_iters, start_iteration=self.iteration, world_size=parallel.world_size,
+            flops_per_token=flops_per_token(config.model, tcfg.seq_length),
+            peak_tflops=self._peak_tflops(),
+        )
+
+    # ----------------------------------------------------------------------------- loading
+
+    def _peak_tflops(self) -> float | None:
+        if self.config.logging.device_peak_tflops is not None:
+            return self.config.logging.device_peak_tflops
+        if self.device.type != "cuda":
+            return None  # MFU is only meaningful against a named accelerator peak
+        from megapmc.model.flops import peak_tflops_for_device
+
+        return peak_tflops_for_device(torch.cuda.get_device_name(self.device), bf16=self.config.training.bf16)
+
+    def _model_state(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def _load_weights(self):
+        """Load model weights from --load (resume or --finetune) or --pretrained-checkpoint; return the
+        checkpoint whose optimizer/run state is still to be restored (None: a fresh start)."""
+        ccfg = self.config.checkpoint
+        ckpt_dir, full = None, False
+        if ccfg.load is not None:
+            ckpt_dir = resolve_checkpoint_dir(ccfg.load)
+            full = ckpt_dir is not None and not ccfg.finetune
+        if ckpt_dir is None and ccfg.pretrained_checkpoint is not None:
+            ckpt_dir = resolve_checkpoint_dir(ccfg.pretrained_checkpoint)
+            if ckpt_dir is None:
+                raise CheckpointError(f"--pretrained-checkpoint {ccfg.pretrained_checkpoint}: no checkpoint there")
+        if ckpt_dir is None:
+            return None
+        loaded = load_checkpoint(
+            ckpt_dir, self.parallel, self.config.model.to_dict(), self._model_state(),
+            load_optimizer=full and not ccfg.no_load_optim, load_run_state=full,
+        )
+        self.model.load_state_dict(loaded.model_state, strict=True)
+        self._loaded_from = ckpt_dir
+        return loaded if full else None
+
+    def _load_training_state(self, loaded) -> dict | None:
+        if loaded is None:
+            return None
+        if loaded.optimizer_state is not None:
+            self.optimizer.load_sharded_state_dict(loaded.optimizer_state)
+        state = loaded.run_state
+        self.iteration = int(state["iteration"])
+        self.consumed_samples = int(state["consumed_samples"])
+        self.skipped_iters = int(state["skipped_iters"])
+        self.consecutive_skipped = int(state["consecutive_skipped_iters"])
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        return None if self.config.checkpoint.no_load_rng else state["rng"]
+
+    # ----------------------------------------------------------------------------- saving
+
+    def save(self) -> Path:
+        ccfg = self.config.checkpoint
+        run_state = {
+            "iteration": self.iteration, "consumed_samples": self.consumed_samples,
+            "skipped_iters": self.skipped_iters, "consecutive_skipped_iters": self.consecutive_skipped,
+            "lr_scheduler": self.scheduler.state_dict(),
+        }
+        path = save_checkpoint(
+            ccfg.save, self.iteration, self.parallel, self.config.to_dict(), self._model_state(),
+            self.optimizer.sharded_state_dict(), self.config.optimizer.use_distributed_optimizer, run_state,
+            keep_last=ccfg.keep_last,
+        )
+        self.logger.print(f"saved checkpoint {path}")
+        self.logger.log_event("checkpoint", self.iteration, path=str(path))
+        return path
+
+    # ----------------------------------------------------------------------------- batches
+
+    def _loader(self, dataset, consumed_samples: int) -> Iterator[dict]:
+        tcfg = self.config.training
+        loader = self.loader_builder(dataset, consumed_samples, tcfg.micro_batch_size, tcfg.global_batch_size,
+                                     self.parallel, self.data.num_workers)
+        return iter(loader)
+
+    def _prepare(self, batch: dict) -> dict:
+        """Dataset tensors → model inputs: feed ``tokens[:-1]``, predict ``tokens[1:]``."""
+        tokens = batch["tokens"].to(self.device, non_blocking=True)  # [b, s+1]
+        out = {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]}  # [b, s] each
+        mask = batch.get("loss_mask")
+        out["loss_mask"] = (torch.ones_like(out["labels"], dtype=torch.float32) if mask is None
+                            else mask.to(self.device, torch.float32))
+        for key in ("position_ids", "segment_ids"):
+            if batch.get(key) is not None:
+                out[key] = batch[key].to(self.device)
+        return out
+
+    def _global_token_count(self, micro_batches: list[dict]) -> torch.Tensor:
+        """Target tokens of the whole global batch (all micro-batches, all DP ranks)."""
+        local = sum(mb["loss_mask"].sum(dtype=torch.float64) for mb in micro_batches)
+        count = _all_reduce(local.reshape(1), self.parallel.dp_group)[0]
+        if count <= 0:
+            raise TrainingError(
+                f"iteration {self.iteration + 1}: the global batch has no target tokens (every loss_mask is 0); "
+                f"check the instruction data"
+            )
+        return count
+
+    def _forward_loss_sum(self, mb: dict) -> torch.Tensor:
+        per_token = self.ddp(mb["input_ids"], position_ids=mb.get("position_ids"),
+                             segment_ids=mb.get("segment_ids"), labels=mb["labels"])  # [b, s] fp32
+        return (per_token.float() * mb["loss_mask"]).sum()
+
+    # ----------------------------------------------------------------------------- steps
+
+    def train_step(self, micro_batches: list[dict]) -> tuple[float, float, bool, float]:
+        """One optimizer step on a global batch; returns (loss, grad norm, skipped, lr)."""
+        count = self._global_token_count(micro_batches)
+        # DataParallel averages gradients over DP ranks; × dp_size turns that into a sum, ÷ count makes
+        # it the token mean over the global batch.
+        scale = self.parallel.dp_size / count.float()
+        self.optimizer.zero_grad()
+        loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
+        for i, mb in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            with contextlib.nullcontext() if last else self.ddp.no_sync():
+                local = self._forward_loss_sum(mb)
+                (local * scale).backward()
+            loss_sum += local.detach()
+        self.ddp.finish_grad_sync()
+        lr = self.scheduler.get_lr()
+        result = self.optimizer.step(lr)
+        if not result.skipped:
+            self.scheduler.step()
+        loss = (_all_reduce(loss_sum.reshape(1), self.parallel.dp_group)[0].double() / count).item()
+        return loss, float(result.grad_norm), bool(result.skipped), lr
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean token loss over ``eval_iters`` global batches of the validation set (same samples every time)."""
+        if self.data.valid_dataset is None:
+            return None
+        self.model.eval()
+        it = self._loader(self.data.valid_dataset, 0)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        for _ in range(self.config.training.eval_iters):
+            for _ in range(self.num_micro_batches):
+                batch = next(it, None)
+                if batch is None:
+                    break
+                mb = self._prepare(batch)
+                loss_sum += self._forward_loss_sum(mb).double()
+                count += mb["loss_mask"].sum(dtype=torch.float64)
+        self.model.train()
+        totals = _all_reduce(torch.stack([loss_sum, count]), self.parallel.dp_group)
+        return (totals[0] / totals[1]).item() if totals[1] > 0 else None
+
+    def _exit_requested(self, handler: _ExitSignal) -> bool:
+        """Whether any rank received SIGTERM/SIGUSR1: all ranks must agree before saving collectively."""
+        flag = torch.tensor([1.0 if handler.received is not None else 0.0])
+        if dist.is_available() and dist.is_initialized():
+            if dist.get_backend() == "nccl":
+                flag = flag.to(self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    def run(self) -> TrainResult:
+        tcfg, ccfg = self.config.training, self.config.checkpoint
+        if self.data.summary:
+            self.logger.print(self.data.summary)
+        if self.iteration:
+            self.logger.print(f"resumed from {self._loaded_from} at iteration {self.iteration}, "
+                              f"{self.consumed_samples} samples consumed")
+            self.logger.log_event("resume", self.iteration, consumed_samples=self.consumed_samples)
+        train_it = self._loader(self.data.train_dataset, self.consumed_samples)
+        if self._rng_state is not None:
+            set_rng_state(self._rng_state)  # after every RNG draw of the setup, as in the uninterrupted run
+        handler = _ExitSignal(tcfg.exit_signal_handler)
+        self.model.train()
+        exit_reason, last_loss, last_ckpt = "finished", None, None
+        samples_per_iter = tcfg.global_batch_size
+        try:
+            while self.iteration < self.train_iters:
+                start = time.perf_counter()
+                micro_batches = [self._prepare(next(train_it)) for _ in range(self.num_micro_batches)]
+                loss, grad_norm, skipped, lr = self.train_step(micro_batches)
+                self.iteration += 1
+                self.consumed_samples += samples_per_iter
+                last_loss = loss
+                self._count_skips(skipped)
+                self.logger.log_iteration(IterationStats(
+                    self.iteration, self.consumed_samples, loss, lr, grad_norm, skipped,
+                    num_tokens=samples_per_iter * tcfg.seq_length, elapsed_s=time.perf_counter() - start,
+                ))
+                if tcfg.eval_interval and self.iteration % tcfg.eval_interval == 0:
+                    self._validate()
+                saved = False
+                if ccfg.save_interval and self.iteration % ccfg.save_interval == 0:
+                    last_ckpt, saved = self.save(), True
+                if tcfg.exit_signal_handler and self._exit_requested(handler):
+                    exit_reason = "signal"
+                elif tcfg.exit_interval and self.iteration % tcfg.exit_interval == 0:
+                    exit_reason = "exit_interval"
+                if exit_reason != "finished":
+                    if ccfg.save and not saved:
+                        last_ckpt = self.save()
+                    self.logger.print(f"exiting at iteration {self.iteration} ({exit_reason})")
+                    break
+            else:
+                if tcfg.eval_interval and self.iteration % tcfg.eval_interval:
+                    self._validate()
+                if ccfg.save and (not ccfg.save_interval or self.iteration % ccfg.save_interval):
+                    last_ckpt = self.save()
+        finally:
+            handler.restore()
+            self.logger.close()
+        return TrainResult(self.iteration, self.consumed_samples, exit_reason, last_loss, last_ckpt)
+
+    def _validate(self) -> None:
+        loss = self.evaluate()
+        if loss is not None:
+            self.logger.log_validation(self.iteration, loss)
+
+    def _count_skips(self, skipped: bool) -> None:
+        if not skipped:
+            self.consecutive_skipped = 0
+            return
+        self.skipped_iters += 1
+        self.consecutive_skipped += 1
+        self.logger.print(f"iteration {self.iteration}: NaN/Inf in the gradients, step skipped "
+                          f"({self.consecutive_skipped} in a row, {self.skipped_iters} in total)")
+        limit = self.config.training.max_consecutive_skipped_iters
+        if self.consecutive_skipped >= limit:
+            raise TrainingError(
+                f"{limit} iterations in a row (up to iteration {self.iteration}) had NaN/Inf gradients and "
+                f"were skipped; the run is diverging. Restart from the last checkpoint with a lower --lr, a "
+                f"longer --lr-warmup-iters or --clip-grad, or check the data around consumed sample "
+                f"{self.consumed_samples} (raise --max-consecutive-skipped-iters to tolerate more)"
+            )
+
+
+def train(config: RunConfig, dataset_provider: DatasetProvider, parallel: ParallelState | None = None) -> TrainResult:
+    """Run (or resume) training: the library entry point used by ``megapmc.pretrain`` and ``megapmc.finetune``."""
+    if parallel is None:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        parallel = initialize_parallel(config.tensor_model_parallel_size)
+    config.training.num_micro_batches(parallel.dp_size)  # fail before building anything
+    _seed_everything(config.training.seed)
+    data = dataset_provider(config, parallel)
+    trainer = Trainer(config, data, parallel)
+    return trainer.run()
