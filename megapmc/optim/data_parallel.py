@@ -1,0 +1,162 @@
+"""Megatron-style data parallelism: gradients accumulate in a contiguous buffer, buckets reduce early.
+
+Usage, one optimizer step over ``n`` micro-batches::
+
+    ddp = DataParallel(model, config, parallel)
+    for i, batch in enumerate(micro_batches):
+        ctx = ddp.no_sync() if i < n - 1 else contextlib.nullcontext()
+        with ctx:
+            (ddp(**batch).mean() / n).backward()
+    ddp.finish_grad_sync()      # waits for the bucket collectives launched during the last backward
+    optimizer.step(lr)          # reads param.main_grad (or this rank's shard of it)
+    optimizer.zero_grad()       # zeroes the buffer
+
+Averaging: after ``finish_grad_sync`` every ``main_grad`` holds the MEAN over DP ranks of the
+gradients accumulated on each rank. So if each rank backpropagates ``mean_loss(micro_batch) / n``,
+the result is the gradient of the mean loss over the global batch (equal-sized micro-batches). For a
+token-weighted mean (loss masks), backpropagate each micro-batch's loss SUM, then call
+``scale_gradients(dp_size / global_num_tokens)`` after ``finish_grad_sync``.
+
+Tensor parallelism: parameters flagged ``sequence_parallel`` (the RMSNorm weights when sequence
+parallelism splits their input along the sequence) get partial gradients on each TP rank; they are
+all-reduced over the TP group in ``finish_grad_sync``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from megapmc.optim.config import OptimizerConfig
+from megapmc.optim.grad_buffer import GradBuffer
+from megapmc.parallel.state import ParallelState
+
+
+class DataParallel(nn.Module):
+    """Wrap ``module`` for data-parallel training over ``parallel.dp_group``.
+
+    The wrapper broadcasts DP rank 0's parameters at construction so every replica starts equal. With
+    ``config.use_distributed_optimizer`` the parameters are moved into flat per-dtype buffers (their
+    values kept) so the optimizer's all-gather lands directly in them; build the wrapper after the
+    module is on its final device and dtype.
+    """
+
+    def __init__(self, module: nn.Module, config: OptimizerConfig, parallel: ParallelState):
+        super().__init__()
+        self.module = module
+        self.config = config
+        self.parallel = parallel
+        by_dtype: dict[torch.dtype, list[nn.Parameter]] = {}
+        for p in module.parameters():
+            if p.requires_grad:
+                by_dtype.setdefault(p.dtype, []).append(p)
+        if not by_dtype:
+            raise ValueError("DataParallel: the module has no trainable parameters")
+        self.buffers: list[GradBuffer] = []
+        self._buffer_of: dict[int, GradBuffer] = {}
+        for dtype, params in by_dtype.items():
+            grad_dtype = torch.float32 if config.grad_reduce_in_fp32 else dtype
+            buffer = GradBuffer(params, grad_dtype, config.bucket_size, parallel.dp_group, parallel.dp_size,
+                                parallel.dp_rank, sharded=config.use_distributed_optimizer)
+            self.buffers.append(buffer)
+            self._buffer_of.update({id(p): buffer for p in params})
+        self._sequence_parallel_params = [
+            p for ps in by_dtype.values() for p in ps if getattr(p, "sequence_parallel", False)
+        ]
+        self._sync_enabled = True
+        self._grads_synced = False
+        self._hook_handles = [
+            p.register_post_accumulate_grad_hook(self._grad_ready_hook) for ps in by_dtype.values() for p in ps
+        ]
+        self._broadcast_params()
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Accumulate gradients into the buffer without any communication (non-last micro-batches)."""
+        previous, self._sync_enabled = self._sync_enabled, False
+        try:
+            yield
+        finally:
+            self._sync_enabled = previous
+
+    def _grad_ready_hook(self, param: nn.Parameter) -> None:
+        # Runs once per backward, after autograd has accumulated this parameter's gradient.
+        param.main_grad.add_(param.grad)
+        param.grad = None
+        if self._sync_enabled and self.config.overlap_grad_reduce:
+            bucket = self._buffer_of[id(param)].bucket_of(param)
+            if bucket.mark_grad_ready(param):
+                bucket.start_grad_sync(async_op=True)
+
+    def finish_grad_sync(self) -> None:
+        """Finish (or start and finish) every bucket's DP reduction; then sum sequence-parallel
+        gradients over TP. Idempotent until the next ``zero_grad_buffer``. Buckets whose gradients
+        were not all produced (unused parameters) are reduced as they are, their missing gradients zero.
+        """
+        if self._grads_synced:
+            return
+        buckets = [b for buffer in self.buffers for b in buffer.buckets]
+        for bucket in buckets:  # same order on every rank: launch all, then wait
+            bucket.start_grad_sync(async_op=True)
+        for bucket in buckets:
+            bucket.finish_grad_sync()
+        if self._sequence_parallel_params and self.parallel.tp_size > 1:
+            grads = [p.main_grad for p in self._sequence_parallel_params]
+            flat = torch.cat([g.reshape(-1) for g in grads])  # [sum of numels], one collective
+            dist.all_reduce(flat, group=self.parallel.tp_group)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
+        self._grads_synced = True
+
+    def scale_gradients(self, factor: float) -> None:
+        """Multiply every accumulated gradient by ``factor`` (e.g. ``dp_size / global_num_tokens``)."""
+        for buffer in self.buffers:
+            buffer.scale(factor)
+
+    def zero_grad_buffer(self) -> None:
+        """Zero the gradient buffers and reset the buckets for the next iteration."""
+        for buffer in self.buffers:
+            buffer.reset()
+        for p in self.module.parameters():
+            p.grad = None
+        self._grads_synced = False
+
+    def start_param_sync(self) -> None:
+        """Launch the all-gather of updated parameter shards (distributed optimizer)."""
+        for buffer in self.buffers:
+            for bucket in buffer.buckets:
+                bucket.start_param_sync()
+
+    def finish_param_sync(self) -> None:
+        for buffer in self.buffers:
+            for bucket in buffer.buckets:
+                bucket.finish_param_sync()
+
+    def _broadcast_params(self) -> None:
+        if self.parallel.dp_size == 1:
+            return
+        src = dist.get_global_rank(self.parallel.dp_group, 0)
+        for buffer in self.buffers:
+            if buffer.param_data is not None:
+                dist.broadcast(buffer.param_data, src=src, group=self.parallel.dp_group)
+            else:
+                for p in buffer.params:
+                    dist.broadcast(p.data, src=src, group=self.parallel.dp_group)
+
+    # The wrapped module's names, without a "module." prefix, so checkpoints do not depend on wrapping.
+    def state_dict(self, *args, **kwargs):
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if assign:
+            raise ValueError("DataParallel.load_state_dict(assign=True) would detach the parameters from "
+                             "the gradient buffer; load with assign=False")
+        return self.module.load_state_dict(state_dict, strict=strict)
