@@ -1,0 +1,273 @@
+"""The LLaMA decoder on tensor-parallel layers.
+
+Activations flow as ``[s, b, h]`` (Megatron's layout: sequence parallelism splits dim 0, so its
+collectives need no transposes); the public ``forward`` takes and returns batch-first tensors.
+Parameter names and per-rank shapes are the contract in docs/architecture.md (fused ``qkv_proj`` laid out
+``[q_local; k_local; v_local]``, fused ``gate_up_proj`` laid out ``[gate_local; up_local]``, untied
+``lm_head``). Kernels are chosen once, at construction (``megapmc.kernels``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from megapmc.kernels import KernelConfig, Kernels, select_kernels
+from megapmc.model.config import LlamaConfig
+from megapmc.model.recompute import RecomputeConfig, checkpoint, layer_chunks
+from megapmc.model.rotary import RotaryEmbedding
+from megapmc.parallel.cross_entropy import vocab_parallel_cross_entropy
+from megapmc.parallel.layers import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+    VocabParallelEmbedding,
+    derive_seed,
+    scaled_init_std,
+)
+from megapmc.parallel.mappings import (
+    copy_to_tensor_model_parallel_region,
+    gather_from_tensor_model_parallel_region,
+)
+from megapmc.parallel.state import ParallelState
+
+
+@dataclass
+class TransformerOptions:
+    """How the model runs, as opposed to what it is (``LlamaConfig``): kernels, recompute, sequence
+    parallelism. Mirrors ``--attention-backend``, ``--kernel-backend``, ``--recompute-granularity``,
+    ``--recompute-method``, ``--recompute-num-layers``, ``--sequence-parallel``."""
+
+    attention_backend: str = "auto"
+    kernel_backend: str = "auto"
+    recompute_granularity: str | None = None
+    recompute_method: str = "uniform"
+    recompute_num_layers: int = 1
+    sequence_parallel: bool = False
+
+    def __post_init__(self):
+        self.kernel_config  # validates the backend names
+        self.recompute_config
+
+    @property
+    def kernel_config(self) -> KernelConfig:
+        return KernelConfig(self.attention_backend, self.kernel_backend)
+
+    @property
+    def recompute_config(self) -> RecomputeConfig:
+        return RecomputeConfig(self.recompute_granularity, self.recompute_method, self.recompute_num_layers)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a replicated weight ``[h]``. Under sequence parallelism each TP rank sees only its
+    sequence chunk, so the weight's gradient is partial: routing the weight through
+    ``copy_to_tensor_model_parallel_region`` all-reduces it (``h`` floats) in backward."""
+
+    def __init__(self, hidden_size: int, eps: float, kernel, sequence_parallel_group=None,
+                 device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.kernel = kernel
+        self.sequence_parallel_group = sequence_parallel_group
+        self.weight = nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if self.sequence_parallel_group is not None:
+            weight = copy_to_tensor_model_parallel_region(weight, self.sequence_parallel_group)
+        return self.kernel(x, weight, self.eps)
+
+
+class LlamaAttention(nn.Module):
+    """Causal self-attention with grouped-query heads. Heads are split across TP ranks (query and KV
+    heads alike, so each rank keeps whole KV groups): ``qkv_proj`` is column-parallel, ``o_proj``
+    row-parallel."""
+
+    def __init__(self, config: LlamaConfig, parallel: ParallelState, kernels: Kernels, recompute_core: bool,
+                 sequence_parallel: bool, device=None, dtype=None):
+        super().__init__()
+        d, tp = config.head_dim, parallel.tp_size
+        self.head_dim = d
+        self.num_local_heads = config.num_attention_heads // tp
+        self.num_local_kv_heads = config.num_key_value_heads // tp
+        self.qkv_proj = ColumnParallelLinear(
+            config.hidden_size,
+            [config.num_attention_heads * d, config.num_key_value_heads * d, config.num_key_value_heads * d],
+            parallel, init_std=config.init_method_std, sequence_parallel=sequence_parallel,
+            device=device, dtype=dtype)
+        self.o_proj = RowParallelLinear(
+            config.num_attention_heads * d, config.hidden_size, parallel,
+            init_std=scaled_init_std(config.init_method_std, config.num_layers),
+            sequence_parallel=sequence_parallel, device=device, dtype=dtype)
+        self.rope = kernels.rope
+        self.core_attention = kernels.attention
+        self.recompute_core = recompute_core
+
+    def forward(self, x, cos, sin, mask):
+        qkv = self.qkv_proj(x)  # [s, b, (nq + 2·nkv)/tp · d]
+        s, b = qkv.shape[:2]
+        qkv = qkv.view(s, b, self.num_local_heads + 2 * self.num_local_kv_heads, self.head_dim)
+        q, k, v = qkv.split([self.num_local_heads, self.num_local_kv_heads, self.num_local_kv_heads], dim=2)
+        q, k = self.rope(q, k, cos, sin)  # [s, b, nq/tp, d], [s, b, nkv/tp, d]
+        if self.recompute_core:
+            out = checkpoint(self.core_attention, q, k, v, mask)
+        else:
+            out = self.core_attention(q, k, v, mask)  # [s, b, nq/tp · d]
+        return self.o_proj(out)  # [s, b, h] (or [s/tp, b, h] with sequence parallelism)
+
+
+class LlamaMLP(nn.Module):
+    """SwiGLU feed-forward: ``gate_up_proj`` column-parallel (rows ``[gate_local; up_local]``),
+    ``down_proj`` row-parallel."""
+
+    def __init__(self, config: LlamaConfig, parallel: ParallelState, kernels: Kernels, sequence_parallel: bool,
+                 device=None, dtype=None):
+        super().__init__()
+        f = config.ffn_hidden_size
+        self.gate_up_proj = ColumnParallelLinear(
+            config.hidden_size, [f, f], parallel, init_std=config.init_method_std,
+            sequence_parallel=sequence_parallel, device=device, dtype=dtype)
+        self.down_proj = RowParallelLinear(
+            f, config.hidden_size, parallel, init_std=scaled_init_std(config.init_method_std, config.num_layers),
+            sequence_parallel=sequence_parallel, device=device, dtype=dtype)
+        self.swiglu = kernels.swiglu
+
+    def forward(self, x):
+        return self.down_proj(self.swiglu(self.gate_up_proj(x)))  # [s, b, 2f/tp] -> [s, b, f/tp] -> [s, b, h]
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: LlamaConfig, parallel: ParallelState, options: TransformerOptions,
+                 kernels: Kernels, device=None, dtype=None):
+        super().__init__()
+        sp = options.sequence_parallel and parallel.tp_size > 1
+        sp_group = parallel.tp_group if sp else None
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, kernels.rms_norm, sp_group,
+                                       device, dtype)
+        self.self_attn = LlamaAttention(config, parallel, kernels, options.recompute_config.selective, sp,
+                                        device, dtype)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, kernels.rms_norm,
+                                                sp_group, device, dtype)
+        self.mlp = LlamaMLP(config, parallel, kernels, sp, device, dtype)
+
+    def forward(self, x, cos, sin, mask):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class LlamaModel(nn.Module):
+    """LLaMA on tensor-parallel layers; one instance per TP rank.
+
+    ``forward(input_ids [b, s], position_ids=None, segment_ids=None, labels=None)`` returns this rank's
+    vocab-parallel logits ``[b, s, V/tp]`` (padded vocabulary columns are ``-inf``), or with ``labels`` the
+    per-token fp32 loss ``[b, s]`` (vocab-parallel cross-entropy, never gathering the vocabulary).
+    ``segment_ids`` keep attention inside each packed sample; pass ``position_ids`` restarting per sample.
+    """
+
+    def __init__(self, config: LlamaConfig, parallel: ParallelState | None = None,
+                 options: TransformerOptions | None = None, kernels: Kernels | None = None,
+                 device=None, dtype=None):
+        super().__init__()
+        parallel = parallel or ParallelState.single()
+        options = options or TransformerOptions()
+        config.check_tensor_parallel(parallel.tp_size)
+        if kernels is None:
+            kernel_device = device if device not in (None, "meta") else (
+                "cuda" if torch.cuda.is_available() else "cpu")
+            kernels = select_kernels(options.kernel_config, kernel_device)
+        self.config, self.parallel, self.options, self.kernels = config, parallel, options, kernels
+        self.sequence_parallel = options.sequence_parallel and parallel.tp_size > 1
+        padded_vocab = config.padded_vocab_size(parallel.tp_size)
+
+        self.embed_tokens = VocabParallelEmbedding(
+            padded_vocab, config.hidden_size, parallel, init_std=config.init_method_std,
+            sequence_parallel=self.sequence_parallel, device=device, dtype=dtype)
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(config, parallel, options, kernels, device, dtype) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, kernels.rms_norm,
+                            parallel.tp_group if self.sequence_parallel else None, device, dtype)
+        self.lm_head = ColumnParallelLinear(
+            config.hidden_size, padded_vocab, parallel, init_std=config.init_method_std,
+            sequence_parallel=self.sequence_parallel, device=device, dtype=dtype)
+        self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings)
+
+        self.vocab_start = self.lm_head.local_sizes[0] * parallel.tp_rank
+        # Columns of this rank's logits that are real tokens; the rest is Megatron's padding.
+        self.num_valid_local = max(0, min(self.lm_head.local_sizes[0], config.vocab_size - self.vocab_start))
+        self._chunks = layer_chunks(config.num_layers, options.recompute_config)
+
+    # ---- weights -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_weights(self, seed: int = 1234) -> None:
+        """Materialise every weight from ``seed``: the full (unsharded) weights are identical at every
+        TP size, each rank keeping its slice."""
+        for name, module in self.named_modules():
+            if isinstance(module, (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding)):
+                module.init_weights(derive_seed(seed, name))
+            elif isinstance(module, RMSNorm):
+                module.weight.fill_(1.0)
+
+    # ---- forward -------------------------------------------------------------------------------
+
+    def _run_layers(self, start: int, end: int):
+        def run(x, cos, sin, mask):
+            for layer in self.layers[start:end]:
+                x = layer(x, cos, sin, mask)
+            return x
+        return run
+
+    def _mask_padded_vocab(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.num_valid_local < logits.shape[-1]:
+            logits[..., self.num_valid_local:] = float("-inf")  # in place: the matmul saved no output
+        return logits
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
+                segment_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        b, s = input_ids.shape
+        x = self.embed_tokens(input_ids.t())  # [b, s] -> [s, b] -> [s, b, h] (or [s/tp, b, h] with SP)
+        cos, sin = self.rotary(position_ids, s, x.device, x.dtype)  # [s, b|1, 1, d]
+        mask = self.kernels.attention.prepare(segment_ids, s, x.device)
+        for start, end, recompute in self._chunks:
+            run = self._run_layers(start, end)
+            x = checkpoint(run, x, cos, sin, mask) if recompute else run(x, cos, sin, mask)
+        logits = self._mask_padded_vocab(self.lm_head(self.norm(x)))  # [s, b, V/tp]
+        if labels is None:
+            return logits.transpose(0, 1).contiguous()  # [b, s, V/tp]
+        target = labels.t()  # [b, s] -> [s, b]
+        if self.parallel.tp_size == 1:
+            loss = self.kernels.cross_entropy(logits, target)
+        else:
+            loss = vocab_parallel_cross_entropy(logits, target, self.vocab_start, self.parallel.tp_group)
+        return loss.t()  # [s, b] -> [b, s]
+
+    def gather_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary logits ``[b, s, vocab_size]`` (padding trimmed) from this rank's
+        ``[b, s, V/tp]``, for evaluation; every TP rank gets the same tensor."""
+        full = gather_from_tensor_model_parallel_region(logits, self.parallel.tp_group)  # [b, s, V]
+        return full[..., :self.config.vocab_size]
+
+
+def build_model(config: LlamaConfig, parallel: ParallelState | None = None,
+                options: TransformerOptions | None = None, device="cpu", dtype=torch.float32,
+                seed: int | None = 1234) -> LlamaModel:
+    """Build on the meta device (no memory touched), then materialise on ``device`` in ``dtype``.
+
+    ``seed=None`` leaves the weights uninitialised (they are about to be loaded from a checkpoint);
+    ``device="meta"`` returns the meta model (parameter counting, memory estimates).
+    """
+    options = options or TransformerOptions()
+    kernel_device = "cpu" if str(device) == "meta" else device
+    kernels = select_kernels(options.kernel_config, kernel_device)
+    model = LlamaModel(config, parallel, options, kernels, device="meta", dtype=dtype)
+    if str(device) == "meta":
+        return model
+    model.to_empty(device=device)
+    if seed is not None:
+        model.init_weights(seed)
+    return model
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Parameters held by this rank (the full count at TP = 1)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,187 @@
+"""Tensor-parallel layers (Megatron-LM's): column- and row-parallel linears and the vocab-parallel embedding.
+
+Activations are ``[s, b, h]``. With ``sequence_parallel`` the activations outside the TP region are split
+along the sequence (``[s/tp, b, h]``): a column-parallel layer all-gathers them and a row-parallel layer
+reduce-scatters its output instead of all-reducing it.
+
+Initialisation gives identical full weights at every TP size: each layer draws the FULL weight from a
+generator seeded by ``seed`` and keeps its own slice (``init_weights(seed)``). A layer whose output rows
+stack several logical matrices (fused QKV, fused gate/up) draws and slices each one separately, so the
+per-rank layout is ``[a_local; b_local; ...]``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from megapmc.parallel.mappings import (
+    copy_to_tensor_model_parallel_region,
+    gather_from_sequence_parallel_region,
+    gather_from_tensor_model_parallel_region,
+    reduce_from_tensor_model_parallel_region,
+    reduce_scatter_to_sequence_parallel_region,
+)
+from megapmc.parallel.state import ParallelState
+
+
+def _divide(numerator: int, denominator: int, what: str) -> int:
+    if numerator % denominator:
+        raise ValueError(f"{what} ({numerator}) is not divisible by the tensor-parallel size {denominator}")
+    return numerator // denominator
+
+
+def seeded_normal(shape: Sequence[int], std: float, seed: int, device, dtype) -> torch.Tensor:
+    """A full tensor drawn from N(0, std²) with its own generator: the same numbers on every rank and at
+    every TP size (for a given device type)."""
+    device = torch.device(device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    out = torch.empty(tuple(shape), device=device, dtype=torch.float32)
+    out.normal_(0.0, std, generator=gen)
+    return out.to(dtype)
+
+
+def derive_seed(seed: int, name: str) -> int:
+    """A stable per-tensor seed (``hash()`` is salted per process, so it cannot be used)."""
+    h = 1469598103934665603
+    for byte in f"{seed}:{name}".encode():
+        h = ((h ^ byte) * 1099511628211) % (1 << 63)
+    return h
+
+
+class ColumnParallelLinear(nn.Module):
+    """``Y = X Aᵀ`` with A's output rows split across TP ranks.
+
+    Sharding: ``weight`` is ``[sum(output_sizes)/tp, input_size]``; each logical block of
+    ``output_sizes`` is split separately, so a rank holds ``[block0_local; block1_local; ...]``.
+    Input: ``[s, b, in]`` replicated across TP (or ``[s/tp, b, in]`` with sequence parallelism, all-gathered
+    here). Output: ``[s, b, out/tp]`` (TP region), or the full ``[s, b, out]`` with ``gather_output``.
+    Backward all-reduces (or, with sequence parallelism, reduce-scatters) the input gradient.
+    """
+
+    def __init__(self, input_size: int, output_sizes: int | Sequence[int], parallel: ParallelState, *,
+                 init_std: float = 0.02, gather_output: bool = False, sequence_parallel: bool = False,
+                 device=None, dtype=None):
+        super().__init__()
+        if isinstance(output_sizes, int):
+            output_sizes = [output_sizes]
+        self.input_size = input_size
+        self.output_sizes = list(output_sizes)
+        self.local_sizes = [_divide(n, parallel.tp_size, "output size") for n in self.output_sizes]
+        self.parallel = parallel
+        self.init_std = init_std
+        self.gather_output = gather_output
+        self.sequence_parallel = sequence_parallel and parallel.tp_size > 1
+        self.weight = nn.Parameter(torch.empty(sum(self.local_sizes), input_size, device=device, dtype=dtype))
+
+    @torch.no_grad()
+    def init_weights(self, seed: int) -> None:
+        rank, parts = self.parallel.tp_rank, []
+        for i, (full, local) in enumerate(zip(self.output_sizes, self.local_sizes)):
+            w = seeded_normal((full, self.input_size), self.init_std, derive_seed(seed, f"block{i}"),
+                              self.weight.device, self.weight.dtype)
+            parts.append(w[rank * local:(rank + 1) * local])  # [full, in] -> [full/tp, in]
+        self.weight.copy_(torch.cat(parts, dim=0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        group = self.parallel.tp_group
+        if self.sequence_parallel:
+            x = gather_from_sequence_parallel_region(x, group)  # [s/tp, b, in] -> [s, b, in]
+        else:
+            x = copy_to_tensor_model_parallel_region(x, group)
+        y = F.linear(x, self.weight)  # [s, b, out/tp]
+        if self.gather_output:
+            y = gather_from_tensor_model_parallel_region(y, group)  # [s, b, out]
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"in={self.input_size}, out={self.output_sizes} split {self.parallel.tp_size} ways, "
+                f"sequence_parallel={self.sequence_parallel}")
+
+
+class RowParallelLinear(nn.Module):
+    """``Y = X Aᵀ`` with A's input columns split across TP ranks.
+
+    Sharding: ``weight`` is ``[output_size, input_size/tp]``. Input: ``[s, b, in/tp]`` (the TP region,
+    e.g. a column-parallel layer's output). Each rank computes a partial sum that is all-reduced to the
+    replicated ``[s, b, out]``, or reduce-scattered to ``[s/tp, b, out]`` with sequence parallelism.
+    """
+
+    def __init__(self, input_size: int, output_size: int, parallel: ParallelState, *,
+                 init_std: float = 0.02, sequence_parallel: bool = False, device=None, dtype=None):
+        super().__init__()
+        self.input_size = input_size
+        self.output_size = output_size
+        self.local_input_size = _divide(input_size, parallel.tp_size, "input size")
+        self.parallel = parallel
+        self.init_std = init_std
+        self.sequence_parallel = sequence_parallel and parallel.tp_size > 1
+        self.weight = nn.Parameter(torch.empty(output_size, self.local_input_size, device=device, dtype=dtype))
+
+    @torch.no_grad()
+    def init_weights(self, seed: int) -> None:
+        w = seeded_normal((self.output_size, self.input_size), self.init_std, derive_seed(seed, "block0"),
+                          self.weight.device, self.weight.dtype)
+        start = self.parallel.tp_rank * self.local_input_size
+        self.weight.copy_(w[:, start:start + self.local_input_size])  # [out, in] -> [out, in/tp]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight)  # [s, b, out], partial sum over this rank's input columns
+        if self.sequence_parallel:
+            return reduce_scatter_to_sequence_parallel_region(y, self.parallel.tp_group)  # [s/tp, b, out]
+        return reduce_from_tensor_model_parallel_region(y, self.parallel.tp_group)
+
+    def extra_repr(self) -> str:
+        return (f"in={self.input_size} split {self.parallel.tp_size} ways, out={self.output_size}, "
+                f"sequence_parallel={self.sequence_parallel}")
+
+
+class VocabParallelEmbedding(nn.Module):
+    """Token embedding with vocabulary rows split across TP ranks.
+
+    Sharding: ``weight`` is ``[V/tp, h]`` holding rows ``[tp_rank·V/tp, (tp_rank+1)·V/tp)`` of the padded
+    vocabulary. Input: token ids ``[s, b]`` (replicated). Each rank looks up the ids it owns (zeros
+    elsewhere) and the partial results are all-reduced to ``[s, b, h]``, or reduce-scattered to
+    ``[s/tp, b, h]`` with sequence parallelism.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, parallel: ParallelState, *,
+                 init_std: float = 0.02, sequence_parallel: bool = False, device=None, dtype=None):
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.parallel = parallel
+        self.init_std = init_std
+        self.sequence_parallel = sequence_parallel and parallel.tp_size > 1
+        self.num_local = _divide(num_embeddings, parallel.tp_size, "padded vocabulary size")
+        self.vocab_start = parallel.tp_rank * self.num_local
+        self.weight = nn.Parameter(torch.empty(self.num_local, embedding_dim, device=device, dtype=dtype))
+
+    @torch.no_grad()
+    def init_weights(self, seed: int) -> None:
+        w = seeded_normal((self.num_embeddings, self.embedding_dim), self.init_std, derive_seed(seed, "block0"),
+                          self.weight.device, self.weight.dtype)
+        self.weight.copy_(w[self.vocab_start:self.vocab_start + self.num_local])  # [V, h] -> [V/tp, h]
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.parallel.tp_size == 1:
+            return F.embedding(input_ids, self.weight)  # [s, b, h]
+        local = input_ids - self.vocab_start
+        outside = (local < 0) | (local >= self.num_local)
+        out = F.embedding(local.masked_fill(outside, 0), self.weight)  # [s, b, h], rows owned here
+        out = out.masked_fill(outside.unsqueeze(-1), 0.0)
+        if self.sequence_parallel:
+            return reduce_scatter_to_sequence_parallel_region(out, self.parallel.tp_group)  # [s/tp, b, h]
+        return reduce_from_tensor_model_parallel_region(out, self.parallel.tp_group)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, split {self.parallel.tp_size} ways"
+
+
+def scaled_init_std(std: float, num_layers: int) -> float:
+    """Megatron's init for layers whose outputs are added to the residual stream: ``std / √(2L)``."""
+    return std / math.sqrt(2.0 * num_layers)

@@ -1,0 +1,224 @@
+"""Every tensor-/sequence-parallel collective, as an autograd function whose backward is its dual.
+
+Conventions (Megatron-LM's): activations are ``[s, b, h]``; the tensor-parallel region is where the
+hidden dimension is split (last dim), the sequence-parallel region is where the sequence is split
+(dim 0). ``group=None`` (or a group of one) makes every mapping the identity, so the same model code
+runs in one process.
+
+| mapping | forward | backward |
+| --- | --- | --- |
+| ``copy_to_tensor_model_parallel_region`` | identity | all-reduce |
+| ``reduce_from_tensor_model_parallel_region`` | all-reduce | identity |
+| ``scatter_to_tensor_model_parallel_region`` | keep own last-dim chunk | all-gather last dim |
+| ``gather_from_tensor_model_parallel_region`` | all-gather last dim | keep own chunk |
+| ``scatter_to_sequence_parallel_region`` | keep own dim-0 chunk | all-gather dim 0 |
+| ``gather_from_sequence_parallel_region`` | all-gather dim 0 | reduce-scatter dim 0 (or keep own chunk) |
+| ``reduce_scatter_to_sequence_parallel_region`` | reduce-scatter dim 0 | all-gather dim 0 |
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+Group = Optional[dist.ProcessGroup]
+
+# torch >= 2.10 renamed the tensor collectives; the GPU machine may run an older torch.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+def group_size(group: Group) -> int:
+    return 1 if group is None else dist.get_world_size(group)
+
+
+def group_rank(group: Group) -> int:
+    return 0 if group is None else dist.get_rank(group)
+
+
+# ---- raw collectives (no autograd) -------------------------------------------------------------
+
+def _all_reduce(x: torch.Tensor, group: Group) -> torch.Tensor:
+    if group_size(group) == 1:
+        return x
+    x = x.contiguous()
+    dist.all_reduce(x, group=group)
+    return x
+
+
+def _split_last_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
+    world = group_size(group)
+    if world == 1:
+        return x
+    if x.shape[-1] % world:
+        raise ValueError(f"last dim {x.shape[-1]} is not divisible by the tensor-parallel size {world}")
+    # [..., n] -> [..., n/tp], this rank's chunk
+    return x.chunk(world, dim=-1)[group_rank(group)].contiguous()
+
+
+def _gather_last_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
+    world = group_size(group)
+    if world == 1:
+        return x
+    x = x.contiguous()
+    out = torch.empty((world,) + x.shape, dtype=x.dtype, device=x.device)  # [tp, ..., n/tp]
+    _all_gather_single(out, x, group=group)
+    # [tp, ..., n/tp] -> [..., n]
+    return torch.cat(out.unbind(0), dim=-1)
+
+
+def _split_first_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
+    world = group_size(group)
+    if world == 1:
+        return x
+    if x.shape[0] % world:
+        raise ValueError(
+            f"sequence length {x.shape[0]} is not divisible by the tensor-parallel size {world}; "
+            f"sequence parallelism needs --seq-length divisible by --tensor-model-parallel-size"
+        )
+    # [s, ...] -> [s/tp, ...]; a dim-0 slice of a contiguous tensor is already contiguous
+    return x.chunk(world, dim=0)[group_rank(group)].contiguous()
+
+
+def _gather_first_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
+    world = group_size(group)
+    if world == 1:
+        return x
+    x = x.contiguous()
+    out = torch.empty((world * x.shape[0],) + x.shape[1:], dtype=x.dtype, device=x.device)
+    _all_gather_single(out, x, group=group)  # [s/tp, ...] -> [s, ...]
+    return out
+
+
+def _reduce_scatter_first_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
+    world = group_size(group)
+    if world == 1:
+        return x
+    if x.shape[0] % world:
+        raise ValueError(f"dim 0 ({x.shape[0]}) is not divisible by the tensor-parallel size {world}")
+    x = x.contiguous()
+    out = torch.empty((x.shape[0] // world,) + x.shape[1:], dtype=x.dtype, device=x.device)
+    _reduce_scatter_single(out, x, group=group)  # [s, ...] summed over ranks -> [s/tp, ...]
+    return out
+
+
+# ---- autograd functions ------------------------------------------------------------------------
+
+class _CopyToRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _all_reduce(grad, ctx.group), None
+
+
+class _ReduceFromRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        return _all_reduce(x.clone() if group_size(group) > 1 else x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class _ScatterToRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _split_last_dim(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _gather_last_dim(grad, ctx.group), None
+
+
+class _GatherFromRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _gather_last_dim(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _split_last_dim(grad, ctx.group), None
+
+
+class _ScatterToSequenceRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _split_first_dim(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _gather_first_dim(grad, ctx.group), None
+
+
+class _GatherFromSequenceRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group, tensor_parallel_output_grad):
+        ctx.group = group
+        ctx.tensor_parallel_output_grad = tensor_parallel_output_grad
+        return _gather_first_dim(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        # Consumers in the TP region each produce a partial gradient of the full sequence: sum them and
+        # keep this rank's rows. A consumer that is replicated produced the full gradient already.
+        if ctx.tensor_parallel_output_grad:
+            return _reduce_scatter_first_dim(grad, ctx.group), None, None
+        return _split_first_dim(grad, ctx.group), None, None
+
+
+class _ReduceScatterToSequenceRegion(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _reduce_scatter_first_dim(x, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _gather_first_dim(grad, ctx.group), None
+
+
+def copy_to_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
+    """Forward identity; backward all-reduces the gradient (input of a column-parallel layer)."""
+    return _CopyToRegion.apply(x, group)
+
+
+def reduce_from_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
+    """Forward all-reduce (sum of partial outputs of a row-parallel layer); backward identity."""
+    return _ReduceFromRegion.apply(x, group)
+
+
+def scatter_to_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
+    """``[..., n] -> [..., n/tp]`` (this rank's chunk); backward all-gathers the last dim."""
+    return _ScatterToRegion.apply(x, group)
+
+
+def gather_from_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
+    """``[..., n/tp] -> [..., n]``; backward keeps this rank's chunk of the gradient."""
+    return _GatherFromRegion.apply(x, group)
+
+
+def scatter_to_sequence_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
+    """``[s, ...] -> [s/tp, ...]``; backward all-gathers along the sequence."""
+    return _ScatterToSequenceRegion.apply(x, group)
+
+
+def gather_from_sequence_parallel_region(
+    x: torch.Tensor, group: Group, tensor_parallel_output_grad: bool = True
+) -> torch.Tensor:
+    """``[s/tp, ...] -> [s, ...]``; backward reduce-scatters (the output feeds TP-split compute) or,
+    with ``tensor_parallel_output_grad=False``, keeps this rank's rows."""
+    return _GatherFromSequenceRegion.apply(x, group, tensor_parallel_output_grad)
+
+
+def reduce_scatter_to_sequence_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
+    """``[s, ...]`` partial sums ``-> [s/tp, ...]`` reduced; backward all-gathers along the sequence."""
+    return _ReduceScatterToSequenceRegion.apply(x, group)
