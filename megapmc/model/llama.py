@@ -208,6 +208,15 @@ class LlamaModel(nn.Module):
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
 
+    def shard_state_dict(self, full: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This rank's slices of a full (TP = 1) state dict with the same names and padded vocabulary."""
+        layers = dict(self.named_modules())
+        out = {}
+        for name, tensor in full.items():
+            module = layers[name.rpartition(".")[0]]
+            out[name] = module.shard(tensor) if hasattr(module, "shard") else tensor
+        return out
+
     # ---- forward -------------------------------------------------------------------------------
 
     def _run_layers(self, start: int, end: int):

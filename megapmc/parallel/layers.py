@@ -87,6 +87,11 @@ class ColumnParallelLinear(nn.Module):
             parts.append(w[rank * local:(rank + 1) * local])  # [full, in] -> [full/tp, in]
         self.weight.copy_(torch.cat(parts, dim=0))
 
+    def shard(self, full: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of the full weight ``[sum(output_sizes), in]``: ``[block0_local; ...]``."""
+        rank, blocks = self.parallel.tp_rank, full.split(self.output_sizes, dim=0)
+        return torch.cat([blk[rank * n:(rank + 1) * n] for blk, n in zip(blocks, self.local_sizes)], dim=0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         group = self.parallel.tp_group
         if self.sequence_parallel:
@@ -126,8 +131,12 @@ class RowParallelLinear(nn.Module):
     def init_weights(self, seed: int) -> None:
         w = seeded_normal((self.output_size, self.input_size), self.init_std, derive_seed(seed, "block0"),
                           self.weight.device, self.weight.dtype)
+        self.weight.copy_(self.shard(w))
+
+    def shard(self, full: torch.Tensor) -> torch.Tensor:
+        """This rank's columns of the full weight: ``[out, in] -> [out, in/tp]``."""
         start = self.parallel.tp_rank * self.local_input_size
-        self.weight.copy_(w[:, start:start + self.local_input_size])  # [out, in] -> [out, in/tp]
+        return full[:, start:start + self.local_input_size]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight)  # [s, b, out], partial sum over this rank's input columns
@@ -165,7 +174,11 @@ class VocabParallelEmbedding(nn.Module):
     def init_weights(self, seed: int) -> None:
         w = seeded_normal((self.num_embeddings, self.embedding_dim), self.init_std, derive_seed(seed, "block0"),
                           self.weight.device, self.weight.dtype)
-        self.weight.copy_(w[self.vocab_start:self.vocab_start + self.num_local])  # [V, h] -> [V/tp, h]
+        self.weight.copy_(self.shard(w))
+
+    def shard(self, full: torch.Tensor) -> torch.Tensor:
+        """This rank's vocabulary rows: ``[V, h] -> [V/tp, h]``."""
+        return full[self.vocab_start:self.vocab_start + self.num_local]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.parallel.tp_size == 1:

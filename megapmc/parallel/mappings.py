@@ -62,10 +62,8 @@ def _gather_last_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
     if world == 1:
         return x
     x = x.contiguous()
-    out = torch.empty((world,) + x.shape, dtype=x.dtype, device=x.device)  # [tp, ..., n/tp]
-    _all_gather_single(out, x, group=group)
-    # [tp, ..., n/tp] -> [..., n]
-    return torch.cat(out.unbind(0), dim=-1)
+    out = _gather_first_dim(x.unsqueeze(0), group)  # [1, ..., n/tp] -> [tp, ..., n/tp]
+    return torch.cat(out.unbind(0), dim=-1)  # [tp, ..., n/tp] -> [..., n]
 
 
 def _split_first_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
