@@ -1,0 +1,136 @@
+"""megapmc checkpoints as a conversion source and target, at any tensor-parallel size.
+
+A ``--load-dir`` may be a run directory (``latest_checkpointed_iteration.txt`` names the iteration) or one
+``iter_XXXXXXX`` directory. Shards are read and written through the names and config of
+:mod:`megapmc.checkpoint.model_io`, one tensor at a time (:mod:`megapmc.convert.safetensors_stream`),
+so resharding a 13B checkpoint never holds more than a layer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from megapmc.checkpoint import model_io
+from megapmc.convert.errors import ConversionError
+from megapmc.convert.name_map import unit_params
+from megapmc.convert.safetensors_stream import SafetensorsReader, SafetensorsWriter
+from megapmc.convert.sharding import megapmc_shapes, merge_param, reshard, shard_param
+from megapmc.model.config import LlamaConfig
+
+TRACKER_NAME = "latest_checkpointed_iteration.txt"
+
+
+def iteration_dir_name(iteration: int) -> str:
+    return f"iter_{iteration:07d}"
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """The ``iter_XXXXXXX`` directory that ``path`` (a run directory or an iteration directory) names."""
+    path = Path(path)
+    tracker = path / TRACKER_NAME
+    if tracker.is_file():
+        text = tracker.read_text().strip()
+        if not text.isdigit():
+            raise ConversionError(f"{tracker}: expected an iteration number, found {text!r}")
+        path = path / iteration_dir_name(int(text))
+        if not path.is_dir():
+            raise ConversionError(f"{tracker} names iteration {text}, but {path} does not exist")
+    if not (path / model_io.CONFIG_NAME).is_file():
+        raise ConversionError(
+            f"{path}: neither {TRACKER_NAME} nor {model_io.CONFIG_NAME}, so this is not a megapmc checkpoint "
+            f"(a run directory or an iter_XXXXXXX directory); check --load-dir and --loader"
+        )
+    return path
+
+
+class MegapmcLoader:
+    """Reads a megapmc checkpoint unit by unit, merging its TP shards into full Hugging Face-layout tensors."""
+
+    def __init__(self, path: str | Path):
+        self.path = resolve_checkpoint_dir(path)
+        try:
+            self.raw_config = model_io.load_config(self.path)
+            self.config = LlamaConfig.from_dict(self.raw_config["model"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise ConversionError(f"{self.path / model_io.CONFIG_NAME}: not a usable megapmc config ({e})") from None
+        self.tp = model_io.tensor_parallel_size(self.raw_config)
+        self.readers = []
+        for rank in range(self.tp):
+            shard = self.path / model_io.model_shard_name(rank)
+            if not shard.is_file():
+                raise ConversionError(
+                    f"{shard}: missing; config.json says tensor_model_parallel_size={self.tp}, so "
+                    f"{', '.join(model_io.model_shard_name(r) for r in range(self.tp))} must all be present"
+                )
+            self.readers.append(SafetensorsReader(shard))
+        expected = megapmc_shapes(self.config, self.tp)
+        for reader in self.readers:
+            for name, shape in expected.items():
+                if name not in reader.entries:
+                    raise ConversionError(f"{reader.path}: parameter {name} is missing")
+                if reader.shape(name) != shape:
+                    raise ConversionError(
+                        f"{reader.path}: {name} has shape {reader.shape(name)} but config.json's model at "
+                        f"TP={self.tp} implies {shape}"
+                    )
+
+    @property
+    def tokenizer_section(self) -> dict:
+        return dict(self.raw_config.get("tokenizer") or {})
+
+    def read_unit(self, unit) -> dict[str, torch.Tensor]:
+        out = {}
+        for spec in unit_params(unit):
+            out.update(zip(spec.hf, merge_param(spec, [r.get(spec.megapmc) for r in self.readers], self.config)))
+        return out
+
+    def close(self) -> None:
+        self.readers = []
+
+
+class MegapmcSaver:
+    """Writes a megapmc run directory (``iter_0000000`` + tracker) with ``tp`` model shards."""
+
+    def __init__(self, out_dir: str | Path, config: LlamaConfig, tp: int, dtype: torch.dtype = torch.float32,
+                 extra_config: dict | None = None, iteration: int = 0):
+        config.check_tensor_parallel(tp)
+        self.out_dir, self.config, self.tp = Path(out_dir), config, tp
+        self.iteration, self.extra_config = iteration, dict(extra_config or {})
+        self.ckpt_dir = self.out_dir / iteration_dir_name(iteration)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        layout = {name: (dtype, shape) for name, shape in megapmc_shapes(config, tp).items()}
+        self.writers = [SafetensorsWriter(self.ckpt_dir / model_io.model_shard_name(r), layout) for r in range(tp)]
+
+    def write_unit(self, unit, tensors: dict[str, torch.Tensor]) -> None:
+        for spec in unit_params(unit):
+            for writer, shard in zip(self.writers, shard_param(spec, [tensors[n] for n in spec.hf], self.config, self.tp)):
+                writer.write(spec.megapmc, shard)
+
+    def finish(self) -> None:
+        for w in self.writers:
+            w.close()
+        model_io.save_config(self.ckpt_dir, {
+            **self.extra_config, "model": self.config.to_dict(),
+            "parallel": {**self.extra_config.get("parallel", {}), "tensor_model_parallel_size": self.tp},
+        })
+        (self.out_dir / TRACKER_NAME).write_text(str(self.iteration))
+
+
+def load_megapmc(path: str | Path, tensor_model_parallel_size: int | None = None
+                 ) -> tuple[LlamaConfig, list[dict[str, torch.Tensor]]]:
+    """Load a megapmc checkpoint (run or iteration directory) into memory as per-TP-rank state dicts,
+    resharded to ``tensor_model_parallel_size`` if given (1 gives ``[full_state_dict]``)."""
+    ckpt = resolve_checkpoint_dir(path)
+    try:
+        shards, raw = model_io.load_model_shards(ckpt)
+        config = LlamaConfig.from_dict(raw["model"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise ConversionError(f"{ckpt}: not a usable megapmc checkpoint ({e})") from None
+    except FileNotFoundError as e:
+        raise ConversionError(str(e)) from None
+    target = tensor_model_parallel_size or len(shards)
+    if target != len(shards):
+        config.check_tensor_parallel(target)
+        shards = reshard(shards, config, target)
+    return config, shards
