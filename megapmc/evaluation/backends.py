@@ -208,3 +208,58 @@ class HFBackend(CausalLMBackend):
             for row in out[:, width:].tolist():
                 outputs.append(row[:row.index(eos)] if eos in row else row)
         return outputs
+
+
+class MegapmcBackend(CausalLMBackend):
+    """A megapmc checkpoint run directly on ``megapmc.model.LlamaModel`` at any tensor-parallel size.
+
+    Under torchrun every TP rank holds its slice of the weights; ``gather_logits`` all-gathers the
+    vocabulary (padding trimmed), so every rank computes the same scores and greedy tokens and only
+    rank 0 needs to write. Generation reruns the whole sequence each step (the model has no KV cache).
+    """
+
+    def __init__(self, model, tokenizer: Tokenizer, batch_size: int = 8, max_length: int | None = None,
+                 show_progress: bool = True):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.batch_size = batch_size
+        self.max_length = max_length or model.config.max_position_embeddings
+        self.show_progress = show_progress
+
+    @classmethod
+    def from_checkpoint(cls, load_dir: str | Path, parallel=None, tokenizer: Tokenizer | None = None,
+                        batch_size: int = 8, device: torch.device | None = None, dtype: torch.dtype | None = None,
+                        **kwargs) -> "MegapmcBackend":
+        """Load a run directory (``latest_checkpointed_iteration.txt``) or an ``iter_XXXXXXX`` directory.
+        A checkpoint saved at another TP size is resharded in memory; at the same size each rank reads
+        only its own shard. The tokenizer defaults to the checkpoint's ``tokenizer.tokenizer_model``."""
+        from megapmc.checkpoint import model_io
+        from megapmc.convert import load_megapmc, resolve_checkpoint_dir
+        from megapmc.model.config import LlamaConfig
+        from megapmc.model.llama import build_model
+        from megapmc.parallel.state import ParallelState
+
+        parallel = parallel or ParallelState.single()
+        ckpt = resolve_checkpoint_dir(load_dir)
+        raw = model_io.load_config(ckpt)
+        if tokenizer is None:
+            tok_path = (raw.get("tokenizer") or {}).get("tokenizer_model")
+            if not tok_path or not Path(tok_path).is_file():
+                raise FileNotFoundError(
+                    f"{ckpt / model_io.CONFIG_NAME}: tokenizer.tokenizer_model is {tok_path!r}, not a file; "
+                    f"pass --tokenizer PATH (a SentencePiece .model or a tokenizer directory)"
+                )
+            tokenizer = load_tokenizer(tok_path)
+        if model_io.tensor_parallel_size(raw) == parallel.tp_size:
+            config, state = LlamaConfig.from_dict(raw["model"]), model_io.load_model_shard(ckpt, parallel.tp_rank)
+        else:
+            config, shards = load_megapmc(ckpt, parallel.tp_size)
+            state = shards[parallel.tp_rank]
+        device = device or default_device()
+        model = build_model(config, parallel, device=device, dtype=dtype or default_dtype(device), seed=None)
+        model.load_state_dict(state, strict=True)
+        return cls(model, tokenizer, batch_size=batch_size, **kwargs)
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.gather_logits(self.model(input_ids))  # [b, s, V/tp] -> [b, s, vocab]

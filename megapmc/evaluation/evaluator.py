@@ -5,7 +5,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from megapmc.evaluation.backends import CausalLMBackend
+import torch
+
+from megapmc.evaluation.backends import CausalLMBackend, HFBackend, MegapmcBackend, load_tokenizer
 from megapmc.evaluation.fewshot import FewShotSampler
 from megapmc.evaluation.report import TaskResult, markdown_table, summarise, write_report, write_samples
 from megapmc.evaluation.scoring import score_generate, score_loglik
@@ -13,6 +15,8 @@ from megapmc.evaluation.tasks import get_task
 
 MODES = ("loglik", "generate")
 DEFAULT_TASKS = ("pubmedqa", "medmcqa", "medqa")
+DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SAMPLE_DATA_DIR = str(Path(__file__).resolve().parents[1] / "sample_data" / "benchmarks")
 
 
 @dataclass
@@ -42,6 +46,36 @@ class EvalConfig:
             raise ValueError(f"--max-new-tokens must be positive, got {self.max_new_tokens}")
         if not Path(self.data_dir).is_dir():
             raise FileNotFoundError(f"--data-dir {self.data_dir}: not a directory")
+
+
+def build_backend(hf_dir: str | None = None, load: str | None = None, tokenizer: str | None = None,
+                  tensor_model_parallel_size: int = 1, batch_size: int = 8, dtype: str = "auto",
+                  show_progress: bool = True) -> tuple[CausalLMBackend, bool]:
+    """The backend for ``--hf-dir`` or ``--load``, and whether this process writes the outputs (rank 0)."""
+    if (hf_dir is None) == (load is None):
+        raise ValueError("give exactly one of --hf-dir (a Hugging Face directory) or --load (a megapmc checkpoint)")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    tok = load_tokenizer(tokenizer) if tokenizer else None
+    if hf_dir is not None:
+        if tensor_model_parallel_size != 1:
+            raise ValueError("--tensor-model-parallel-size applies to --load; a Hugging Face model runs on one device")
+        backend = HFBackend.from_pretrained(hf_dir, batch_size=batch_size, dtype=DTYPES[dtype], tokenizer=tok,
+                                            show_progress=show_progress)
+        return backend, True
+    from megapmc.parallel.state import initialize_parallel
+
+    parallel = initialize_parallel(tensor_model_parallel_size)
+    if parallel.dp_size != 1:
+        raise ValueError(
+            f"launch exactly --tensor-model-parallel-size ({parallel.tp_size}) processes; "
+            f"{parallel.world_size} were started and evaluation has no data parallelism"
+        )
+    backend = MegapmcBackend.from_checkpoint(load, parallel, tokenizer=tok, batch_size=batch_size,
+                                             dtype=DTYPES[dtype], show_progress=show_progress and parallel.rank == 0)
+    return backend, parallel.rank == 0
 
 
 def evaluate(backend: CausalLMBackend, config: EvalConfig, write: bool = True) -> list[TaskResult]:

@@ -11,8 +11,12 @@ Generation prompts put the question in PMC-LLaMA's instruction format (``###Ques
 """
 from __future__ import annotations
 
-from megapmc.evaluation.tasks.common import MultipleChoiceItem
+from typing import TYPE_CHECKING
+
 from megapmc.sft import template
+
+if TYPE_CHECKING:  # the tasks package imports this module
+    from megapmc.evaluation.tasks.common import MultipleChoiceItem
 
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"

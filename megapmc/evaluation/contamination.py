@@ -1,0 +1,200 @@
+"""Test-set contamination: n-gram overlap between training text and the benchmark test items.
+
+Text on both sides is normalised (Unicode NFKC, lower case, every run of non-alphanumerics one space)
+and split into words. Each test item contributes the ``n``-grams (13 by default, as GPT-3 and
+lm-evaluation-harness's decontamination use) of its question, its options block and, for PubMedQA,
+its abstract, each field separately so no n-gram straddles two fields. A field shorter than ``n``
+words but at least ``min_short_words`` long is matched as a whole (MedMCQA questions are often short);
+shorter ones cannot be checked and are counted as such.
+
+The training side is streamed line by line from JSON-lines files (``.jsonl``, ``.jsonl.gz``,
+``.jsonl.zst``): the text of a record is the field ``text_key`` if given, else every string inside it
+(instruction records, conversations). Only the test side is held in memory.
+
+An item is *contaminated* when at least one of its n-grams occurs in the training text; the report
+also gives the share of the item's n-grams found (1.0: the whole question is in the training data).
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
+
+from megapmc.evaluation.tasks import MultipleChoiceItem
+
+
+def normalise_words(text: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", text).lower()
+    return re.sub(r"[\W_]+", " ", text).split()
+
+
+def item_fields(item: MultipleChoiceItem) -> list[str]:
+    options = " ".join(f"{letter} {text}" for letter, text in zip(item.letters, item.texts))
+    return [item.question, options, *item.contexts]
+
+
+@dataclass
+class ItemOverlap:
+    task: str
+    id: str
+    num_ngrams: int
+    matched: set[int] = field(default_factory=set)
+    first_match: dict | None = None  # {"source": "path:line", "ngram": "..."}
+
+    def to_json(self) -> dict:
+        return {"task": self.task, "id": self.id, "ngrams": self.num_ngrams, "matched_ngrams": len(self.matched),
+                "coverage": len(self.matched) / self.num_ngrams if self.num_ngrams else 0.0, **(self.first_match or {})}
+
+
+class NgramIndex:
+    """The test items' n-grams, hashed, each mapped to the items that hold it."""
+
+    def __init__(self, items_by_task: dict[str, list[MultipleChoiceItem]], n: int = 13, min_short_words: int = 8):
+        if n < 1:
+            raise ValueError(f"--ngram must be positive, got {n}")
+        self.n = n
+        self.lengths: set[int] = set()  # n-gram lengths to scan the training text for
+        self.index: dict[int, list[ItemOverlap]] = defaultdict(list)
+        self.items: dict[str, list[ItemOverlap]] = {}
+        self.unchecked: dict[str, list[str]] = {}
+        for task, items in items_by_task.items():
+            self.items[task], self.unchecked[task] = [], []
+            for item in items:
+                grams = set()
+                for text in item_fields(item):
+                    words = normalise_words(text)
+                    if len(words) >= n:
+                        grams.update(hash(" ".join(words[i:i + n])) for i in range(len(words) - n + 1))
+                        self.lengths.add(n)
+                    elif min_short_words and len(words) >= min_short_words:
+                        grams.add(hash(" ".join(words)))
+                        self.lengths.add(len(words))
+                if not grams:
+                    self.unchecked[task].append(item.id)
+                    continue
+                overlap = ItemOverlap(task, item.id, len(grams))
+                self.items[task].append(overlap)
+                for g in grams:
+                    self.index[g].append(overlap)
+
+    def scan(self, text: str, source: str) -> int:
+        """Record the test n-grams found in ``text``; return how many distinct ones were found."""
+        words = normalise_words(text)
+        found = 0
+        for length in self.lengths:
+            for i in range(len(words) - length + 1):
+                gram = " ".join(words[i:i + length])
+                key = hash(gram)
+                hits = self.index.get(key)
+                if not hits:
+                    continue
+                for overlap in hits:
+                    if key not in overlap.matched:
+                        found += 1
+                        overlap.matched.add(key)
+                        if overlap.first_match is None:
+                            overlap.first_match = {"source": source, "ngram": gram}
+        return found
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    if path.suffix == ".zst":
+        import zstandard
+
+        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _strings(value) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def iter_training_text(paths: Iterable[str | Path], text_key: str | None = None,
+                       show_progress: bool = True) -> Iterator[tuple[str, str]]:
+    """Yield ``(text, "path:line")`` for every record of the JSON-lines files. A line that is not
+    JSON, or lacks ``text_key``, raises with its location: a silently skipped line could hide a leak."""
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: training file not found")
+        with _open_text(path) as f:
+            for lineno, line in enumerate(tqdm(f, desc=path.name, unit=" lines", disable=not show_progress), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); contamination needs JSON lines") from None
+                if text_key is not None:
+                    if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
+                        raise ValueError(f"{path}:{lineno}: no string field {text_key!r}; pass the right --text-key")
+                    yield record[text_key], f"{path}:{lineno}"
+                else:
+                    yield "\n".join(_strings(record)), f"{path}:{lineno}"
+
+
+@dataclass
+class ContaminationReport:
+    n: int
+    sources: list[str]
+    per_task: dict[str, dict]
+
+    def to_json(self) -> dict:
+        return {"ngram": self.n, "sources": self.sources, "tasks": self.per_task}
+
+    def markdown(self) -> str:
+        lines = [f"{self.n}-gram overlap of the test sets with {', '.join(self.sources)}", "",
+                 "| Task | Items checked | Contaminated | Fraction (%) | Too short to check |", "|---|---|---|---|---|"]
+        for task, r in self.per_task.items():
+            lines.append(f"| {task} | {r['checked']} | {r['contaminated']} | {100 * r['fraction']:.2f} | {r['unchecked']} |")
+        for task, r in self.per_task.items():
+            for item in r["items"]:
+                lines.append(f"- {task} {item['id']}: {item['matched_ngrams']}/{item['ngrams']} n-grams "
+                             f"({100 * item['coverage']:.0f}%), first at {item['source']}: \"{item['ngram']}\"")
+        return "\n".join(lines) + "\n"
+
+
+def check_contamination(items_by_task: dict[str, list[MultipleChoiceItem]], train_paths: list[str | Path],
+                        n: int = 13, text_key: str | None = None, min_short_words: int = 8,
+                        show_progress: bool = True) -> ContaminationReport:
+    index = NgramIndex(items_by_task, n=n, min_short_words=min_short_words)
+    for text, source in iter_training_text(train_paths, text_key, show_progress):
+        index.scan(text, source)
+    per_task = {}
+    for task, overlaps in index.items.items():
+        hit = [o for o in overlaps if o.matched]
+        per_task[task] = {
+            "checked": len(overlaps), "contaminated": len(hit),
+            "fraction": len(hit) / len(overlaps) if overlaps else 0.0,
+            "unchecked": len(index.unchecked[task]), "unchecked_ids": index.unchecked[task],
+            "items": [o.to_json() for o in hit],
+        }
+    return ContaminationReport(n, [str(p) for p in train_paths], per_task)
+
+
+def write_contamination(report: ContaminationReport, output_dir: str | Path) -> tuple[Path, Path]:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = output_dir / "contamination.json", output_dir / "contamination.md"
+    for path, text in zip(paths, (json.dumps(report.to_json(), indent=2) + "\n", report.markdown())):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return paths
