@@ -1,0 +1,110 @@
+"""Instruction tuning (PMC-LLaMA stage 2): ``python -m megapmc.finetune`` under torchrun.
+
+The flags are the trainer's (Megatron's names, see ``megapmc.training.arguments``) plus the instruction
+data below. ``--data-path`` is the prefix written by ``tools/preprocess_sft.py``. The run starts from a
+pretrained or converted checkpoint, either Megatron's way (``--load CKPT --finetune``: weights only) or
+resumably (``--pretrained-checkpoint CKPT --load RUN --save RUN``: the weights seed the first start,
+later starts resume RUN). ``--train-epochs`` counts passes over the instruction samples; each epoch is
+shuffled and packed afresh, so the iterations follow from the packed rows.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from megapmc.parallel.state import ParallelState
+from megapmc.sft.dataset import SFTDataConfig, SFTDataset, read_metadata, split_samples
+from megapmc.training.config import RunConfig
+from megapmc.training.trainer import TrainData
+
+
+def add_sft_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("instruction data")
+    g.add_argument("--data-path", help="prefix of the preprocessed instruction data (tools/preprocess_sft.py)")
+    g.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True,
+                   help="pack several samples per row with attention kept inside each (default); "
+                        "--no-packing pads one sample per row")
+    g.add_argument("--min-prompt-tokens", type=int, default=16,
+                   help="a prompt cut to fit the row keeps at least this many tokens (BOS + its end)")
+    g.add_argument("--valid-fraction", type=float, default=0.0,
+                   help="fraction of the samples held out for the validation loss")
+    return parser
+
+
+def sft_data_config(args: argparse.Namespace) -> SFTDataConfig:
+    if not args.data_path:
+        raise ValueError("--data-path PREFIX is required (the output prefix of tools/preprocess_sft.py)")
+    return SFTDataConfig(data_prefix=args.data_path, packing=args.packing,
+                         min_prompt_tokens=args.min_prompt_tokens, valid_fraction=args.valid_fraction)
+
+
+def build_sft_datasets(config: RunConfig) -> tuple[SFTDataset, SFTDataset | None, int]:
+    """The train and validation datasets and the number of iterations of the run.
+
+    With ``--train-epochs E`` the run is ``ceil(rows of E epochs / global batch)`` iterations (a
+    fractional last epoch counts its share of rows); the dataset is planned far enough to fill them.
+    """
+    data: SFTDataConfig = config.data
+    tcfg = config.training
+    meta = read_metadata(data.data_prefix)
+    if meta["vocab_size"] > config.model.vocab_size:
+        raise ValueError(f"--data-path {data.data_prefix} was tokenised with {meta['vocab_size']} ids but the "
+                         f"model has vocab_size {config.model.vocab_size}; use the same --tokenizer-model")
+    train_records, valid_records = split_samples(meta["num_records"], data.valid_fraction, tcfg.seed)
+    common = dict(seq_length=tcfg.seq_length, seed=tcfg.seed, packing=data.packing,
+                  min_prompt_tokens=data.min_prompt_tokens, max_open_rows=data.max_open_rows)
+    train = SFTDataset(data.data_prefix, records=train_records, num_epochs=1, **common)
+    gbs = tcfg.global_batch_size
+    if tcfg.train_iters is not None:
+        train_iters = tcfg.train_iters
+    else:
+        while train.num_epochs < math.ceil(tcfg.train_epochs):
+            train.add_epoch()
+        whole = int(tcfg.train_epochs)
+        rows = sum(train.rows_in_epoch(e) for e in range(whole))
+        if tcfg.train_epochs > whole:
+            rows += math.ceil((tcfg.train_epochs - whole) * train.rows_in_epoch(whole))
+        train_iters = max(1, math.ceil(rows / gbs))
+    while len(train) < train_iters * gbs:  # the last batch may reach into the next epoch
+        train.add_epoch()
+    valid = None
+    if len(valid_records):
+        valid = SFTDataset(data.data_prefix, records=valid_records, num_epochs=1, **common)
+        while len(valid) < tcfg.eval_iters * gbs:  # evaluation reads eval_iters global batches
+            valid.add_epoch()
+    return train, valid, train_iters
+
+
+def sft_dataset_provider(config: RunConfig, parallel: ParallelState) -> TrainData:
+    train, valid, train_iters = build_sft_datasets(config)
+    counts = train.truncation_counts()
+    rows = [train.rows_in_epoch(e) for e in range(train.num_epochs)]
+    summary = (f"instruction data {config.data.data_prefix}: {counts['samples']} training samples "
+               f"({counts['truncated']} truncated to --seq-length {config.training.seq_length}), "
+               f"{'packed' if config.data.packing else 'padded'} into {rows} rows per epoch; "
+               f"{train_iters} iterations of {config.training.global_batch_size} rows"
+               + (f"; {len(valid.records)} validation samples" if valid is not None else ""))
+    return TrainData(train_dataset=train, valid_dataset=valid, train_iters=train_iters, summary=summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from megapmc.training.arguments import add_training_args, build_run_config, parse_args
+    from megapmc.training.trainer import train
+
+    parser = add_sft_args(add_training_args(argparse.ArgumentParser(
+        prog="python -m megapmc.finetune", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)))
+    args = parse_args(parser, argv)
+    try:
+        config = build_run_config(args, sft_data_config(args))
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    result = train(config, sft_dataset_provider)
+    print(f"instruction tuning stopped at iteration {result.iteration} ({result.exit_reason}); "
+          f"last loss {result.last_loss}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
