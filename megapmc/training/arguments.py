@@ -162,11 +162,11 @@ def _model_config(args: argparse.Namespace) -> LlamaConfig:
 
 
 def _model_options(args: argparse.Namespace):
-    from megapmc.model.llama import ModelOptions
+    from megapmc.model.llama import TransformerOptions
 
-    return ModelOptions(
+    return TransformerOptions(
         sequence_parallel=args.sequence_parallel,
-        recompute_granularity=args.recompute_granularity,
+        recompute_granularity=None if args.recompute_granularity == "none" else args.recompute_granularity,
         attention_backend=args.attention_backend,
         kernel_backend=args.kernel_backend,
     )

@@ -190,3 +190,26 @@ def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
             elif "loss" in record:
                 train[record["iteration"]] = record
     return [train[k] for k in sorted(train)], [valid[k] for k in sorted(valid)]
+
+
+# TensorBoard tag → metrics.jsonl key, for reading a run back from either source.
+TENSORBOARD_TAGS = {"train/loss": "loss", "train/lr": "lr", "train/grad_norm": "grad_norm",
+                    "throughput/tokens_per_s": "tokens_per_s", "valid/loss": "valid_loss"}
+
+
+def read_tensorboard(logdir: str | Path) -> tuple[list[dict], list[dict]]:
+    """The same records as ``read_metrics`` from a TensorBoard log directory (last value per step)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    train: dict[int, dict] = {}
+    valid: dict[int, dict] = {}
+    available = set(acc.Tags().get("scalars", []))
+    for tag, key in TENSORBOARD_TAGS.items():
+        if tag not in available:
+            continue
+        target = valid if key == "valid_loss" else train
+        for event in acc.Scalars(tag):
+            target.setdefault(event.step, {"iteration": event.step})[key] = event.value
+    return [train[k] for k in sorted(train)], [valid[k] for k in sorted(valid)]

@@ -130,7 +130,9 @@ class Trainer:
         self.dtype = torch.bfloat16 if tcfg.bf16 else torch.float32
         self.loader_builder = data.loader_builder or _default_loader_builder()
 
-        self.model = build_model(config.model, parallel, config.model_options, self.device, self.dtype)
+        self.model = build_model(config.model, parallel, config.model_options, self.device, self.dtype,
+                                 seed=tcfg.seed)
+        self._loaded_from: Path | None = None
         self.iteration = self.consumed_samples = self.skipped_iters = self.consecutive_skipped = 0
         self.scheduler = LRScheduler(config.lr_schedule.resolve(self.train_iters))
         resume = self._load_weights()
@@ -164,7 +166,9 @@ class Trainer:
         checkpoint whose optimizer/run state is still to be restored (None: a fresh start)."""
         ccfg = self.config.checkpoint
         ckpt_dir, full = None, False
-        if ccfg.load is not None:
+        # `--save X --load X` on the first launch of a run: nothing to resume yet.
+        first_launch = ccfg.load is not None and ccfg.load == ccfg.save and not Path(ccfg.load).exists()
+        if ccfg.load is not None and not first_launch:
             ckpt_dir = resolve_checkpoint_dir(ccfg.load)
             full = ckpt_dir is not None and not ccfg.finetune
         if ckpt_dir is None and ccfg.pretrained_checkpoint is not None:
