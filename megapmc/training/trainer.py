@@ -329,11 +329,11 @@ class Trainer:
                 self.iteration += 1
                 self.consumed_samples += samples_per_iter
                 last_loss = loss
-                self._count_skips(skipped)
                 self.logger.log_iteration(IterationStats(
                     self.iteration, self.consumed_samples, loss, lr, grad_norm, skipped,
                     num_tokens=samples_per_iter * tcfg.seq_length, elapsed_s=time.perf_counter() - start,
                 ))
+                self._count_skips(skipped)
                 if tcfg.eval_interval and self.iteration % tcfg.eval_interval == 0:
                     self._validate()
                 saved = False

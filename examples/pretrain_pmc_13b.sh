@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# PMC-LLaMA stage 1, knowledge injection: LLaMA-13B continued on medical books : papers : general text
+# mixed 15:4:1 in every global batch; seq 2048, global batch 3200, lr 2e-5, 5 epochs of the books,
+# bf16, activation checkpointing, flash attention; 4 nodes x 8 A100-80GB.
+#
+# Layout: TP=2 x DP=16 with the distributed optimizer and full recompute, the smallest tensor-parallel
+# size that `python tools/estimate_memory.py --model llama-13b --tensor-model-parallel-size 2
+# --data-parallel-size 16 --micro-batch-size 4 --seq-length 2048 --recompute-granularity full
+# --use-distributed-optimizer` fits in 80 GB (TP=1 does not: bf16 weights + fp32 main grads alone are
+# 78 GB). Less TP means less communication inside each layer. Override with TP=..., MBS=....
+#
+# Environment (the run stops with a message naming what is missing):
+#   BOOKS_PREFIX, PAPERS_PREFIX, GENERAL_PREFIX  indexed datasets (tools/preprocess_data.py output, no .bin/.idx)
+#   TOKENIZER_MODEL   LLaMA's tokenizer.model
+#   LLAMA_CKPT        LLaMA-13B converted to megapmc at the same TP (tools/convert_checkpoint.py --loader hf
+#                     --saver megapmc --target-tensor-parallel-size $TP)
+#   CHECKPOINT_DIR    run directory: checkpoints, metrics.jsonl; a restart resumes from it (shared filesystem)
+#   optional: TENSORBOARD_DIR (default $CHECKPOINT_DIR/tensorboard), DATA_CACHE_PATH, GPUS_PER_NODE (8),
+#             NNODES (1), NODE_RANK (0), MASTER_ADDR (localhost), MASTER_PORT (6000), DRY_RUN=1
+#
+# Launch lines:
+#   one node:            bash examples/pretrain_pmc_13b.sh
+#   4 nodes, on each:    NNODES=4 NODE_RANK=<0..3> MASTER_ADDR=<node 0> bash examples/pretrain_pmc_13b.sh
+#   under torchrun:      torchrun --no-python --nproc-per-node 8 --nnodes 4 --node-rank <0..3> \
+#                            --master-addr <node 0> --master-port 6000 examples/pretrain_pmc_13b.sh
+#   Slurm:               sbatch examples/pretrain_pmc_13b.slurm
+#   check, no GPU:       DRY_RUN=1 bash examples/pretrain_pmc_13b.sh   (config, data plan, memory estimate)
+# Extra arguments are passed on to `python -m megapmc.pretrain` (they win over the ones below).
+set -euo pipefail
+
+require() {
+    local name=$1 what=$2
+    if [[ -z "${!name:-}" ]]; then
+        echo "pretrain_pmc_13b.sh: set $name to $what" >&2
+        exit 2
+    fi
+}
+require_data() {
+    local name=$1
+    require "$name" "the prefix of an indexed dataset (PREFIX.bin and PREFIX.idx, from tools/preprocess_data.py)"
+    if [[ ! -f "${!name}.idx" || ! -f "${!name}.bin" ]]; then
+        echo "pretrain_pmc_13b.sh: $name=${!name}: ${!name}.bin/.idx not found; run tools/preprocess_data.py" >&2
+        exit 2
+    fi
+}
+
+DRY_RUN=${DRY_RUN:-0}
+for arg in "$@"; do [[ "$arg" == "--dry-run" ]] && DRY_RUN=1; done
+
+require_data BOOKS_PREFIX
+require_data PAPERS_PREFIX
+require_data GENERAL_PREFIX
+require TOKENIZER_MODEL "LLaMA's tokenizer.model"
+[[ -f "$TOKENIZER_MODEL" ]] || { echo "pretrain_pmc_13b.sh: TOKENIZER_MODEL=$TOKENIZER_MODEL: no such file" >&2; exit 2; }
+require CHECKPOINT_DIR "the run directory for checkpoints (restarts resume from it)"
+require LLAMA_CKPT "LLaMA-13B converted with tools/convert_checkpoint.py --saver megapmc"
+if [[ "$DRY_RUN" != 1 && ! -e "$LLAMA_CKPT" ]]; then
+    echo "pretrain_pmc_13b.sh: LLAMA_CKPT=$LLAMA_CKPT: no such checkpoint" >&2
+    exit 2
+fi
+
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-localhost}
+MASTER_PORT=${MASTER_PORT:-6000}
+TP=${TP:-2}
+MBS=${MBS:-4}
+TENSORBOARD_DIR=${TENSORBOARD_DIR:-$CHECKPOINT_DIR/tensorboard}
+
+ARGS=(
+    --model llama-13b
+    --tokenizer-model "$TOKENIZER_MODEL"
+    --tensor-model-parallel-size "$TP" --sequence-parallel
+    --use-distributed-optimizer --overlap-grad-reduce
+    --bf16 --recompute-granularity full --attention-backend auto
+    --seq-length 2048 --micro-batch-size "$MBS" --global-batch-size 3200
+    --data-path 15 "$BOOKS_PREFIX" 4 "$PAPERS_PREFIX" 1 "$GENERAL_PREFIX" --split 969,30,1
+    --train-epochs 5 --epoch-source 0
+    --lr 2e-5 --min-lr 2e-6 --lr-decay-style cosine --lr-warmup-fraction 0.01
+    --weight-decay 0.1 --adam-beta1 0.9 --adam-beta2 0.95 --adam-eps 1e-8 --clip-grad 1.0
+    --pretrained-checkpoint "$LLAMA_CKPT" --load "$CHECKPOINT_DIR" --save "$CHECKPOINT_DIR"
+    --save-interval 200 --keep-last-checkpoints 3
+    --log-interval 1 --eval-interval 200 --eval-iters 10 --tensorboard-dir "$TENSORBOARD_DIR"
+    --seed 1234
+)
+[[ -n "${DATA_CACHE_PATH:-}" ]] && ARGS+=(--data-cache-path "$DATA_CACHE_PATH")
+
+if [[ "$DRY_RUN" == 1 ]]; then
+    exec python -m megapmc.pretrain "${ARGS[@]}" --world-size $((NNODES * GPUS_PER_NODE)) "$@" --dry-run
+fi
+if [[ -n "${RANK:-}" && -n "${LOCAL_RANK:-}" ]]; then
+    # Started by torchrun (or srun with the torchrun variables): this process is one rank.
+    exec python -m megapmc.pretrain "${ARGS[@]}" "$@"
+fi
+export CUDA_DEVICE_MAX_CONNECTIONS=1  # keeps TP/SP communication ordered ahead of compute (as Megatron)
+exec torchrun --nproc-per-node "$GPUS_PER_NODE" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
+    --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
+    -m megapmc.pretrain "${ARGS[@]}" "$@"
