@@ -8,8 +8,8 @@ Rules, in order (the first that decides wins):
    is English, not an answer.
 3. ``option_text``: exactly one option's text occurs (normalised; an option contained in a longer
    matching option yields to it, ``vitamin B`` to ``vitamin B12``).
-4. ``yes_no_maybe``: for yes/no/maybe options, the answer starts with one of them, or exactly one of
-   them occurs as a word.
+4. ``yes_no_maybe``: for yes/no/maybe options, the answer's opening clause starts with one of them
+   and names no other, or ``answer is X``, or exactly one of them occurs as a word.
 
 Anything else is unparseable: ``index`` is ``None`` and the caller counts it as wrong and reports it.
 """
@@ -72,8 +72,10 @@ def parse_answer(text: str, letters: Sequence[str], texts: Sequence[str]) -> Par
 
     if is_ynm:
         words = norm_body.split()
-        if words and words[0] in _YES_NO_MAYBE:
-            return ParsedAnswer(_YES_NO_MAYBE.index(words[0]), "yes_no_maybe")
+        # "Yes, ..." decides; "Yes or no, ..." does not: no other label in the opening clause.
+        clause = _normalise(re.split(r"[.,;:!?\n]", body.strip(), maxsplit=1)[0]).split()
+        if clause and clause[0] in _YES_NO_MAYBE and len({w for w in clause if w in _YES_NO_MAYBE}) == 1:
+            return ParsedAnswer(_YES_NO_MAYBE.index(clause[0]), "yes_no_maybe")
         m = re.search(r"answer\s*(?:is|:)?\s*(yes|no|maybe)\b", norm_body)
         if m:
             return ParsedAnswer(_YES_NO_MAYBE.index(m.group(1)), "yes_no_maybe")
