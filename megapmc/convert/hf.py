@@ -17,8 +17,11 @@ from pathlib import Path
 import torch
 
 from megapmc.convert.errors import ConversionError
-from megapmc.convert.name_map import IGNORED_HF_SUFFIXES, OUTPUT_LAYER, EMBEDDING, hf_names, unit_params
+from megapmc.convert.name_map import (
+    EMBEDDING, IGNORED_HF_SUFFIXES, OUTPUT_LAYER, conversion_units, hf_names, unit_params,
+)
 from megapmc.convert.safetensors_stream import SafetensorsReader, SafetensorsWriter
+from megapmc.convert.sharding import full_shapes
 from megapmc.model.config import LlamaConfig
 
 SAFE_INDEX, SAFE_SINGLE = "model.safetensors.index.json", "model.safetensors"
@@ -149,7 +152,7 @@ def plan_hf_shards(config: LlamaConfig, dtype: torch.dtype, max_shard_bytes: int
     element = torch.empty((), dtype=dtype).element_size()
     files: list[dict[str, tuple]] = [{}]
     size = 0
-    for unit_specs in (unit_params(u) for u in ["embedding", *range(config.num_layers), "final"]):
+    for unit_specs in (unit_params(u) for u in conversion_units(config.num_layers)):
         for spec in unit_specs:
             for name, shape in zip(spec.hf, full_shapes(spec, config)):
                 nbytes = element * torch.Size(shape).numel()
