@@ -140,7 +140,8 @@ def iter_json_array(path: str | Path, source: str, problems: Problems,
                 except json.JSONDecodeError as e:
                     if not eof and fill():  # the element may continue past the chunk
                         continue
-                    problems.report(source, path, line + buf.count("\n", pos, e.pos), f"invalid JSON ({e.msg})")
+                    error_line = line + buf.count("\n", pos, e.pos)
+                    problems.report(source, path, line, f"invalid JSON in this element ({e.msg}, line {error_line})")
                     return
             start_line = line
             line += buf.count("\n", pos, end)

@@ -43,6 +43,8 @@ RELATION_INSTRUCTIONS = [
 # Readings of REL codes used when RELA is empty, for "CUI2 <phrase> CUI1".
 REL_PHRASES = {"PAR": "is a parent of", "CHD": "is a child of", "RB": "is broader than", "RN": "is narrower than"}
 RELA_PHRASES = {"isa": "is a", "inverse_isa": "has the subtype"}
+_VERB_WORDS = {"is", "has", "may", "was", "causes", "occurs", "contains", "uses", "induces"}
+_LINKING_WORDS = {"of", "by", "with", "to", "in", "from", "for"}
 DEFAULT_SOURCE_PRIORITY = ("MSH", "NCI", "SNOMEDCT_US", "MEDLINEPLUS", "CSP", "HPO", "GO", "MTH")
 
 _MRCONSO_FIELDS = 18
@@ -140,9 +142,15 @@ def read_definitions(mrdef: str | Path, names: dict[str, str], config: UmlsConfi
 
 def relation_phrase(rel: str, rela: str) -> str | None:
     """How "CUI2 ... CUI1" reads for this row, or ``None`` for a relation kept out of the prompts."""
-    if rela:
-        return RELA_PHRASES.get(rela, rela.replace("_", " "))
-    return REL_PHRASES.get(rel)
+    if not rela:
+        return REL_PHRASES.get(rel)
+    if rela in RELA_PHRASES:
+        return RELA_PHRASES[rela]
+    words = rela.split("_")
+    # "finding_site_of" reads "is finding site of"; "has_ingredient", "may_treat" read as they are.
+    if words[0] not in _VERB_WORDS and words[-1] in _LINKING_WORDS:
+        words.insert(0, "is")
+    return " ".join(words)
 
 
 def sample_relations(mrrel: str | Path, names: dict[str, str], config: UmlsConfig, problems: Problems,

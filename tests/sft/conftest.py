@@ -1,0 +1,45 @@
+"""Fixtures for the instruction-tuning tests: the shipped sample files and a word-level tokenizer whose
+token counts can be checked by hand."""
+from pathlib import Path
+
+import pytest
+
+SAMPLE_SFT = Path(__file__).resolve().parents[2] / "megapmc" / "sample_data" / "sft"
+
+
+class WordTokenizer:
+    """One token per whitespace-separated word: ids are stable and every count is a word count."""
+
+    bos_id, eos_id, pad_id = 1, 2, None
+
+    def __init__(self, vocab_size: int = 4096):
+        self.vocab_size = vocab_size
+        self._ids: dict[str, int] = {}
+        self._words: dict[int, str] = {}
+
+    def encode(self, text: str) -> list[int]:
+        out = []
+        for word in text.split():
+            if word not in self._ids:
+                self._ids[word] = 3 + len(self._ids)
+                if self._ids[word] >= self.vocab_size:
+                    raise ValueError("WordTokenizer vocabulary exhausted")
+                self._words[self._ids[word]] = word
+            out.append(self._ids[word])
+        return out
+
+    def encode_batch(self, texts, num_threads: int = 1):
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids) -> str:
+        return " ".join(self._words.get(int(i), f"<{int(i)}>") for i in ids)
+
+
+@pytest.fixture
+def word_tokenizer():
+    return WordTokenizer()
+
+
+@pytest.fixture
+def sample_sft_dir():
+    return SAMPLE_SFT
