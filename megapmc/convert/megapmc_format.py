@@ -7,6 +7,7 @@ so resharding a 13B checkpoint never holds more than a layer.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -36,10 +37,20 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
         path = path / iteration_dir_name(int(text))
         if not path.is_dir():
             raise ConversionError(f"{tracker} names iteration {text}, but {path} does not exist")
-    if not (path / model_io.CONFIG_NAME).is_file():
+    config = path / model_io.CONFIG_NAME
+    if not config.is_file():
         raise ConversionError(
             f"{path}: neither {TRACKER_NAME} nor {model_io.CONFIG_NAME}, so this is not a megapmc checkpoint "
             f"(a run directory or an iter_XXXXXXX directory); check --load-dir and --loader"
+        )
+    try:
+        is_megapmc = "format_version" in json.loads(config.read_text())
+    except json.JSONDecodeError:
+        is_megapmc = False
+    if not is_megapmc:
+        raise ConversionError(
+            f"{config}: has no format_version, so {path} is not a megapmc checkpoint (a Hugging Face directory "
+            f"also has a config.json: use --loader hf for those); check --load-dir and --loader"
         )
     return path
 

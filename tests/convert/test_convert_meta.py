@@ -65,3 +65,15 @@ def test_meta_to_hf_equals_original_weights(meta_gqa, tmp_path):
     convert(ConvertConfig("meta", "hf", path, tmp_path / "hf", dtype="fp32", progress=False))
     exported = load_file(tmp_path / "hf" / "model-00001-of-00001.safetensors")
     assert all(torch.equal(exported[n], t) for n, t in model.state_dict().items())
+
+
+def test_verify_catches_a_wrong_rotary_layout(meta_gqa, tmp_path, monkeypatch):
+    """Skipping the permutation gives a plausible model; only --verify's logits comparison notices, and
+    the output is then never renamed into place."""
+    from megapmc.convert import VerificationError, meta as meta_module
+
+    _, path = meta_gqa
+    monkeypatch.setattr(meta_module, "meta_to_hf_rows", lambda weight, num_heads: weight)
+    with pytest.raises(VerificationError, match="largest logits difference"):
+        convert(ConvertConfig("meta", "megapmc", path, tmp_path / "ckpt", verify=True, progress=False))
+    assert not (tmp_path / "ckpt").exists()
