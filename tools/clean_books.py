@@ -1,0 +1,45 @@
+"""Clean text extracted from medical-book PDFs (MedC-K): URLs, author lines, tables of contents, reference
+sections, citation markers, figure/table references, repeated page headers/footers, duplicate paragraphs
+and books. Prints what each rule removed.
+
+    python tools/clean_books.py --input books_raw.jsonl --output books.jsonl [--report report.json]
+"""
+import argparse
+import json
+import sys
+
+from megapmc.data.jsonl import MalformedLineError
+from megapmc.data.medc_k.books import RULES, BookCleanConfig
+from megapmc.data.medc_k.pipeline import clean_books
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, help="JSONL with one book per line (.jsonl, .gz, .zst)")
+    p.add_argument("--output", required=True, help="cleaned JSONL (compressed by suffix)")
+    p.add_argument("--text-key", default="text")
+    p.add_argument("--disable", nargs="*", default=[], choices=RULES, metavar="RULE",
+                   help=f"rules to skip: {', '.join(RULES)}")
+    p.add_argument("--min-header-repeats", type=int, default=3, help="pages a header/footer must repeat on")
+    p.add_argument("--report", help="also write the per-rule report as JSON here")
+    p.add_argument("--strict", action="store_true", help="stop at the first malformed line")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        cfg = BookCleanConfig(min_header_repeats=args.min_header_repeats, disabled_rules=tuple(args.disable))
+        stats, jstats = clean_books(args.input, args.output, cfg, text_key=args.text_key, strict=args.strict,
+                                    progress=not args.no_progress)
+    except (FileNotFoundError, MalformedLineError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(stats.format())
+    if jstats.malformed:
+        print(f"skipped {jstats.malformed:,} bad lines:\n{jstats.describe_issues(args.input)}")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump({**stats.as_dict(), "skipped_lines": jstats.malformed}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Keep the S2ORC papers that carry a PubMed Central id and write their text as JSONL (title, abstract, body).
+
+    python tools/filter_s2orc.py --input s2orc.jsonl.gz --output pmc_papers.jsonl
+Then tokenize with tools/preprocess_data.py --input pmc_papers.jsonl ...
+"""
+import argparse
+import sys
+
+from megapmc.data.jsonl import MalformedLineError
+from megapmc.data.medc_k.pipeline import filter_s2orc
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, help="S2ORC JSONL (.jsonl, .jsonl.gz, .jsonl.zst)")
+    p.add_argument("--output", required=True, help="output JSONL (compressed by suffix)")
+    p.add_argument("--no-section-headings", action="store_true", help="leave section titles out of the text")
+    p.add_argument("--strict", action="store_true", help="stop at the first malformed line")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        stats = filter_s2orc(args.input, args.output, section_headings=not args.no_section_headings,
+                             strict=args.strict, progress=not args.no_progress)
+    except (FileNotFoundError, MalformedLineError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(stats.format(args.input))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
