@@ -43,3 +43,9 @@ def word_tokenizer():
 @pytest.fixture
 def sample_sft_dir():
     return SAMPLE_SFT
+
+
+@pytest.fixture(scope="module")
+def small_vocab_word_tokenizer():
+    """A word tokenizer whose ids fit the ``tiny`` model preset (vocabulary 512)."""
+    return WordTokenizer(vocab_size=512)
