@@ -118,7 +118,7 @@ def _tokenizer_for(cfg: ConvertConfig, loader) -> tuple[Path | None, list[str], 
     model = cfg.tokenizer_model
     if model is None and isinstance(loader, HFLoader):
         model = loader.tokenizer_model
-    if model is None and section.get("tokenizer_model") and Path(section["tokenizer_model"]).is_file():
+    if model is None and section.get("tokenizer_model") and Path(section["tokenizer_model"]).exists():
         model = Path(section["tokenizer_model"])
     added = cfg.added_tokens or list(section.get("added_tokens", []))
     if model is not None:

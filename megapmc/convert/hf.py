@@ -120,8 +120,9 @@ class HFLoader:
 
     @property
     def tokenizer_model(self) -> Path | None:
-        candidate = self.path / "tokenizer.model"
-        return candidate if candidate.is_file() else None
+        """This directory if it carries a tokenizer (megapmc's build_tokenizer and the exporter take it)."""
+        has = any((self.path / f).is_file() for f in ("tokenizer.json", "tokenizer.model"))
+        return self.path if has else None
 
     def _get(self, name: str) -> torch.Tensor:
         file = self.weight_map[name]
@@ -213,50 +214,81 @@ def write_hf_config(out_dir: Path, config: LlamaConfig, dtype: torch.dtype, spec
     transformers.GenerationConfig(**special).save_pretrained(out_dir)
 
 
-def write_hf_tokenizer(out_dir: Path, tokenizer_model: Path, config: LlamaConfig,
-                       added_tokens: list[str]) -> dict:
-    """Copy a SentencePiece ``tokenizer.model`` and write ``tokenizer.json``, ``tokenizer_config.json`` and
-    ``special_tokens_map.json`` for ``LlamaTokenizer``; return the special token ids for the configs.
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
 
-    The tokenizer's size (pieces + ``added_tokens``) must equal ``config.vocab_size``: the exported
-    embedding has exactly one row per token."""
-    import sentencepiece as spm
+
+def write_hf_tokenizer(out_dir: Path, tokenizer: Path, config: LlamaConfig, added_tokens: list[str]) -> dict:
+    """Write the tokenizer files ``AutoTokenizer.from_pretrained(out_dir)`` loads offline, from a
+    SentencePiece ``tokenizer.model``, a ``tokenizer.json``, or a directory holding Hugging Face tokenizer
+    files; return the special token ids for the configs. The tokenizer must have exactly
+    ``config.vocab_size`` tokens (added tokens included): the exported embedding has one row per token."""
     import transformers
 
-    if not tokenizer_model.is_file():
-        raise ConversionError(f"--tokenizer-model {tokenizer_model}: no such file")
-    try:
-        sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
-    except (RuntimeError, OSError) as e:
-        raise ConversionError(f"--tokenizer-model {tokenizer_model}: not a SentencePiece model ({e})") from None
-    size = sp.get_piece_size() + len(added_tokens)
-    if size != config.vocab_size:
-        raise ConversionError(
-            f"--tokenizer-model {tokenizer_model} has {sp.get_piece_size()} pieces"
-            f"{f' + {len(added_tokens)} added tokens' if added_tokens else ''} = {size} tokens, but the model's "
-            f"vocab_size is {config.vocab_size}; pass the tokenizer the model was trained with"
-        )
-    piece = lambda i: sp.id_to_piece(i) if i >= 0 else None  # noqa: E731
-    special_map = {"bos_token": piece(sp.bos_id()), "eos_token": piece(sp.eos_id()), "unk_token": piece(sp.unk_id())}
-    if sp.pad_id() >= 0:
-        special_map["pad_token"] = piece(sp.pad_id())
+    tokenizer = Path(tokenizer)
+    if not tokenizer.exists():
+        raise ConversionError(f"--tokenizer-model {tokenizer}: no such file or directory")
     with tempfile.TemporaryDirectory() as tmp:
-        # transformers converts the SentencePiece model into a tokenizers tokenizer.json on load.
-        shutil.copyfile(tokenizer_model, Path(tmp) / "tokenizer.model")
-        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps({
-            "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
-            "legacy": False, "clean_up_tokenization_spaces": False,
-            "model_max_length": config.max_position_embeddings, **special_map,
-        }))
-        tokenizer = transformers.AutoTokenizer.from_pretrained(tmp)
+        staging = Path(tmp)
+        if tokenizer.is_dir():
+            found = [f for f in TOKENIZER_FILES if (tokenizer / f).is_file()]
+            if not found:
+                raise ConversionError(f"--tokenizer-model {tokenizer}: directory without tokenizer.model or tokenizer.json")
+            if found == ["tokenizer.model"]:
+                return write_hf_tokenizer(out_dir, tokenizer / "tokenizer.model", config, added_tokens)
+            for f in found:
+                shutil.copyfile(tokenizer / f, staging / f)
+        elif tokenizer.suffix == ".json":
+            _stage_tokenizer_json(tokenizer, staging)
+        else:
+            _stage_sentencepiece(tokenizer, staging, config)
+        loaded = transformers.AutoTokenizer.from_pretrained(staging)
     if added_tokens:
-        tokenizer.add_tokens(added_tokens, special_tokens=True)
-    if len(tokenizer) != config.vocab_size:
+        loaded.add_tokens(added_tokens, special_tokens=True)
+    if len(loaded) != config.vocab_size:
         raise ConversionError(
-            f"{tokenizer_model}: transformers' LlamaTokenizer has {len(tokenizer)} tokens, expected {config.vocab_size}"
+            f"--tokenizer-model {tokenizer} has {len(loaded)} tokens"
+            f"{f' ({len(added_tokens)} added)' if added_tokens else ''}, but the model's vocab_size is "
+            f"{config.vocab_size}; pass the tokenizer the model was trained with (or --added-tokens)"
         )
-    tokenizer.save_pretrained(out_dir)
-    shutil.copyfile(tokenizer_model, out_dir / "tokenizer.model")
-    (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2))
-    pad = tokenizer.pad_token_id
-    return {"bos_token_id": sp.bos_id(), "eos_token_id": sp.eos_id(), "pad_token_id": pad}
+    loaded.save_pretrained(out_dir)
+    if tokenizer.is_file() and tokenizer.suffix != ".json":
+        shutil.copyfile(tokenizer, out_dir / "tokenizer.model")
+    special = {k: getattr(loaded, k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    (out_dir / "special_tokens_map.json").write_text(
+        json.dumps({k: v for k, v in special.items() if v is not None}, indent=2))
+    return {"bos_token_id": loaded.bos_token_id, "eos_token_id": loaded.eos_token_id,
+            "pad_token_id": loaded.pad_token_id}
+
+
+def _stage_sentencepiece(model: Path, staging: Path, config: LlamaConfig) -> None:
+    """``tokenizer.model`` plus a ``tokenizer_config.json`` naming ``LlamaTokenizer``; transformers converts
+    the SentencePiece model into ``tokenizer.json`` when it loads it."""
+    import sentencepiece as spm
+
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(model))
+    except (RuntimeError, OSError) as e:
+        raise ConversionError(f"--tokenizer-model {model}: not a SentencePiece model ({e})") from None
+    piece = lambda i: sp.id_to_piece(i) if i >= 0 else None  # noqa: E731
+    shutil.copyfile(model, staging / "tokenizer.model")
+    (staging / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
+        "clean_up_tokenization_spaces": False, "model_max_length": config.max_position_embeddings,
+        "bos_token": piece(sp.bos_id()), "eos_token": piece(sp.eos_id()), "unk_token": piece(sp.unk_id()),
+        "pad_token": piece(sp.pad_id()),
+    }))
+
+
+def _stage_tokenizer_json(path: Path, staging: Path) -> None:
+    """A bare ``tokenizer.json``: BOS/EOS/PAD found the way megapmc's own tokenizer finds them."""
+    from megapmc.data.tokenizer import build_tokenizer
+    from tokenizers import Tokenizer
+
+    ours, raw = build_tokenizer(path), Tokenizer.from_file(str(path))
+    token = lambda i: raw.id_to_token(i) if i is not None else None  # noqa: E731
+    shutil.copyfile(path, staging / "tokenizer.json")
+    (staging / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+        "bos_token": token(ours.bos_id), "eos_token": token(ours.eos_id), "pad_token": token(ours.pad_id),
+    }))

@@ -72,6 +72,12 @@ def test_bf16_export_and_tokenizer_loads_offline(spm_model, tmp_path):
     assert len(tokenizer) == model.config.vocab_size == 512
     assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
 
+    # a tokenizer.json, or a directory of Hugging Face tokenizer files, exports the same tokenizer
+    for i, source in enumerate([tmp_path / "out" / "tokenizer.json", tmp_path / "out"]):
+        export_to_hf(tmp_path / "ckpt", tmp_path / f"out{i}", tokenizer_model=source)
+        again = AutoTokenizer.from_pretrained(tmp_path / f"out{i}")
+        assert again(text)["input_ids"] == tokenizer(text)["input_ids"] and again.eos_token_id == sp.eos_id()
+
 
 def test_tied_embeddings_and_extra_buffers_are_handled(tmp_path):
     hf_model = make_hf_model(seed=4)
