@@ -321,6 +321,7 @@ class Trainer:
         self.model.train()
         exit_reason, last_loss, last_ckpt = "finished", None, None
         samples_per_iter = tcfg.global_batch_size
+        start_iteration = self.iteration
         try:
             while self.iteration < self.train_iters:
                 start = time.perf_counter()
@@ -349,10 +350,11 @@ class Trainer:
                     self.logger.print(f"exiting at iteration {self.iteration} ({exit_reason})")
                     break
             else:
-                if tcfg.eval_interval and self.iteration % tcfg.eval_interval:
-                    self._validate()
-                if ccfg.save and (not ccfg.save_interval or self.iteration % ccfg.save_interval):
-                    last_ckpt = self.save()
+                if self.iteration > start_iteration:  # nothing ran when restarted after the last iteration
+                    if tcfg.eval_interval and self.iteration % tcfg.eval_interval:
+                        self._validate()
+                    if ccfg.save and (not ccfg.save_interval or self.iteration % ccfg.save_interval):
+                        last_ckpt = self.save()
         finally:
             handler.restore()
             self.logger.close()

@@ -1,0 +1,110 @@
+"""Continued pretraining (PMC-LLaMA stage 1): ``python -m megapmc.pretrain`` under torchrun.
+
+Flags are Megatron-LM's (``--tensor-model-parallel-size``, ``--micro-batch-size``,
+``--global-batch-size``, ``--data-path 15 BOOKS 4 PAPERS 1 GENERAL`` ...; ``--help`` lists them) and may
+come from ``--config FILE.yaml``. ``--dry-run`` prints the resolved configuration, the data plan and
+the per-GPU memory estimate, then exits without touching a GPU. See examples/pretrain_pmc_13b.sh.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from megapmc.parallel.state import ParallelState
+from megapmc.training.config import RunConfig
+from megapmc.training.trainer import TrainData, TrainingError, train
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("pretraining data")
+    g.add_argument("--data-path", nargs="+", help="PREFIX, or weighted 'W1 PREFIX1 W2 PREFIX2 ...' (15:4:1)")
+    g.add_argument("--split", default="969,30,1", help="train,valid,test proportions of every source")
+    g.add_argument("--epoch-source", default=None,
+                   help="the source whose passes --train-epochs counts (default: the first)")
+    g.add_argument("--data-cache-path", help="where the sample/shuffle/blending indices are cached")
+    g.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per rank")
+    g = parser.add_argument_group("dry run")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config, the data plan and the memory estimate, then exit")
+    g.add_argument("--world-size", type=int,
+                   help="--dry-run: processes the real run will have (default: $WORLD_SIZE or 1)")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from megapmc.training.arguments import add_training_args
+
+    parser = argparse.ArgumentParser(prog="python -m megapmc.pretrain", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return add_data_args(add_training_args(parser))
+
+
+def data_config(args: argparse.Namespace):
+    from megapmc.data.config import DataConfig
+
+    if not args.data_path:
+        raise ValueError("--data-path is required: an indexed-dataset prefix (tools/preprocess_data.py), or "
+                         "'15 BOOKS 4 PAPERS 1 GENERAL' for the paper's mixture")
+    return DataConfig.from_args(args)
+
+
+def pretraining_dataset_provider(config: RunConfig, parallel: ParallelState) -> TrainData:
+    from megapmc.data.blended_dataset import build_pretraining_datasets
+
+    tcfg = config.training
+    train_samples = tcfg.train_iters * tcfg.global_batch_size if tcfg.train_iters is not None else None
+    train_ds, valid_ds, _, plan = build_pretraining_datasets(
+        config.data, tcfg.seq_length, tcfg.global_batch_size, train_samples, tcfg.train_epochs, tcfg.seed,
+        parallel,
+    )
+    return TrainData(train_dataset=train_ds, valid_dataset=valid_ds, train_iters=plan.train_iters,
+                     summary=str(plan), num_workers=config.data.num_workers)
+
+
+def dry_run(config: RunConfig, world_size: int) -> str:
+    """The resolved configuration, the data plan and the memory estimate, as printed by ``--dry-run``."""
+    from megapmc.data.data_plan import plan_from_config
+    from megapmc.model.memory import estimate_memory
+
+    tp = config.tensor_model_parallel_size
+    if world_size % tp:
+        raise ValueError(f"--world-size {world_size} is not a multiple of --tensor-model-parallel-size {tp}")
+    dp = world_size // tp
+    micro_batches = config.training.num_micro_batches(dp)
+    lines = ["# resolved configuration", json.dumps(config.to_dict(), indent=2, sort_keys=True),
+             f"\n# layout: {world_size} processes = TP {tp} x DP {dp}; {micro_batches} micro-batches of "
+             f"{config.training.micro_batch_size} per rank per iteration",
+             "\n# data plan", str(plan_from_config(config.data, config.training)),
+             "\n# memory estimate per GPU",
+             str(estimate_memory(config.model, tp, dp, config.training.micro_batch_size,
+                                 config.training.seq_length, config.model_options, config.optimizer))]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from megapmc.checkpoint.checkpointing import CheckpointError
+    from megapmc.training.arguments import build_run_config, parse_args
+
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    try:
+        config = build_run_config(args, data_config(args))
+        if args.dry_run:
+            print(dry_run(config, args.world_size or int(os.environ.get("WORLD_SIZE", 1))))
+            return 0
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    try:
+        result = train(config, pretraining_dataset_provider)
+    except (CheckpointError, TrainingError) as e:
+        print(f"megapmc.pretrain: error: {e}", file=sys.stderr)
+        return 1
+    if result.exit_reason != "finished":
+        print(f"stopped at iteration {result.iteration} ({result.exit_reason}); rerun the same command to resume")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
