@@ -10,6 +10,7 @@ shuffled and packed afresh, so the iterations follow from the packed rows.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 
@@ -29,14 +30,15 @@ def add_sft_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="a prompt cut to fit the row keeps at least this many tokens (BOS + its end)")
     g.add_argument("--valid-fraction", type=float, default=0.0,
                    help="fraction of the samples held out for the validation loss")
+    g.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per rank")
     return parser
 
 
 def sft_data_config(args: argparse.Namespace) -> SFTDataConfig:
     if not args.data_path:
         raise ValueError("--data-path PREFIX is required (the output prefix of tools/preprocess_sft.py)")
-    return SFTDataConfig(data_prefix=args.data_path, packing=args.packing,
-                         min_prompt_tokens=args.min_prompt_tokens, valid_fraction=args.valid_fraction)
+    return SFTDataConfig(data_prefix=args.data_path, packing=args.packing, min_prompt_tokens=args.min_prompt_tokens,
+                         valid_fraction=args.valid_fraction, num_workers=args.num_workers)
 
 
 def build_sft_datasets(config: RunConfig) -> tuple[SFTDataset, SFTDataset | None, int]:
@@ -85,24 +87,43 @@ def sft_dataset_provider(config: RunConfig, parallel: ParallelState) -> TrainDat
                f"{'packed' if config.data.packing else 'padded'} into {rows} rows per epoch; "
                f"{train_iters} iterations of {config.training.global_batch_size} rows"
                + (f"; {len(valid.records)} validation samples" if valid is not None else ""))
-    return TrainData(train_dataset=train, valid_dataset=valid, train_iters=train_iters, summary=summary)
+    return TrainData(train_dataset=train, valid_dataset=valid, train_iters=train_iters, summary=summary,
+                     num_workers=config.data.num_workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from megapmc.training.arguments import add_training_args
+
+    parser = argparse.ArgumentParser(prog="python -m megapmc.finetune", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_sft_args(add_training_args(parser))
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config and the instruction-data plan, then exit")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from megapmc.training.arguments import add_training_args, build_run_config, parse_args
-    from megapmc.training.trainer import train
+    from megapmc.checkpoint.checkpointing import CheckpointError
+    from megapmc.training.arguments import build_run_config, parse_args
+    from megapmc.training.trainer import TrainingError, train
 
-    parser = add_sft_args(add_training_args(argparse.ArgumentParser(
-        prog="python -m megapmc.finetune", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)))
+    parser = build_parser()
     args = parse_args(parser, argv)
     try:
         config = build_run_config(args, sft_data_config(args))
+        if args.dry_run:
+            print(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+            print(sft_dataset_provider(config, ParallelState.single()).summary)
+            return 0
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
-    result = train(config, sft_dataset_provider)
-    print(f"instruction tuning stopped at iteration {result.iteration} ({result.exit_reason}); "
-          f"last loss {result.last_loss}")
+    try:
+        result = train(config, sft_dataset_provider)
+    except (CheckpointError, TrainingError) as e:
+        print(f"megapmc.finetune: error: {e}", file=sys.stderr)
+        return 1
+    if result.exit_reason != "finished":
+        print(f"stopped at iteration {result.iteration} ({result.exit_reason}); rerun the same command to resume")
     return 0
 
 

@@ -64,6 +64,7 @@ class SFTDataConfig:
     min_prompt_tokens: int = 16  # a truncated prompt keeps at least this much (BOS + its tail)
     valid_fraction: float = 0.0  # samples held out for validation (chosen by a seeded hash)
     max_open_rows: int = 512  # best-fit packing keeps this many partly filled rows open
+    num_workers: int = 2  # data-loader worker processes per rank
 
     def __post_init__(self):
         if not metadata_path(self.data_prefix).is_file():
@@ -76,6 +77,8 @@ class SFTDataConfig:
             raise ValueError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
         if self.max_open_rows < 1:
             raise ValueError(f"max_open_rows must be >= 1, got {self.max_open_rows}")
+        if self.num_workers < 0:
+            raise ValueError(f"--num-workers must be >= 0, got {self.num_workers}")
 
 
 def truncate_sample(tokens: np.ndarray, mask: np.ndarray, max_len: int,

@@ -1,0 +1,123 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from megapmc.sft.build import BuildConfig, build_instruction_data, pools_path, summary_path
+from megapmc.sft.sources.common import BadRecordError
+from megapmc.sft.sources.umls import UmlsConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _full_config(d: Path, **overrides) -> BuildConfig:
+    return BuildConfig(**{
+        "conversations": [str(d / "conversations.json")], "instruction_pool": str(d / "instruction_pool.json"),
+        "medqa": [str(d / "medqa_train.jsonl")], "medmcqa": [str(d / "medmcqa_train.json")],
+        "pubmedqa": [str(d / "pubmedqa_ori_pqal.json")],
+        "pubmedqa_exclude": [str(d / "pubmedqa_test_ground_truth.json")],
+        "rationales": [str(d / "rationales.jsonl")], "umls_dir": str(d / "umls"),
+        "medc_i": [str(d / "medc_i_excerpt.json")], **overrides})
+
+
+def _read(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_build_all_sources_with_summary(tmp_path, sample_sft_dir, word_tokenizer):
+    out = tmp_path / "medc_i.jsonl"
+    summary = build_instruction_data(_full_config(sample_sft_dir), out, word_tokenizer, progress=False)
+    records = _read(out)
+    assert len(records) == summary.records == 12 + 5 + 5 + 3 + 13 + 4
+    assert {r["source"] for r in records} == {"conversations", "medqa", "medmcqa", "pubmedqa", "umls", "medc_i"}
+    assert all(set(r) >= {"instruction", "input", "output", "source", "id"} for r in records)
+    assert len({r["id"] for r in records}) == len(records)
+    # Mixed: the first quarter of the file already holds several sources.
+    assert len({r["source"] for r in records[:12]}) >= 3
+    saved = json.loads(summary_path(out).read_text())
+    assert saved["sources"]["medqa"]["details"] == {"rationale": 3, "answer_only": 2}
+    assert saved["sources"]["umls"]["details"]["relation:may_treat"] == 3
+    assert saved["tokens"] == sum(s["tokens"] for s in saved["sources"].values()) > 0
+    assert pools_path(out).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [out.name, summary_path(out).name, pools_path(out).name])  # no temporaries left
+
+
+def test_caps_and_weights(tmp_path, sample_sft_dir):
+    out = tmp_path / "o.jsonl"
+    config = _full_config(sample_sft_dir, caps={"umls": 4, "conversations": 5}, weights={"medqa": 2, "medmcqa": 0},
+                          umls=UmlsConfig(max_per_relation=10))
+    summary = build_instruction_data(config, out, progress=False)
+    counts = {name: s.written for name, s in summary.sources.items()}
+    assert counts == {"conversations": 5, "medqa": 10, "medmcqa": 0, "pubmedqa": 3, "umls": 4, "medc_i": 4}
+    assert summary.sources["umls"].read == 13 and summary.sources["umls"].kept == 4
+    medqa = [r for r in _read(out) if r["source"] == "medqa"]
+    assert sorted(r["id"] for r in medqa) == sorted([f"medqa-{i}" for i in range(1, 6)] +
+                                                    [f"medqa-{i}#1" for i in range(1, 6)])
+    again = tmp_path / "again.jsonl"
+    build_instruction_data(config, again, progress=False)
+    assert out.read_text() == again.read_text()  # seeded: the same file twice
+
+
+def test_fractional_weight_repeats_conversations_with_fresh_instructions(tmp_path, sample_sft_dir):
+    out = tmp_path / "o.jsonl"
+    config = BuildConfig(conversations=[str(sample_sft_dir / "conversations.json")],
+                         instruction_pool=str(sample_sft_dir / "instruction_pool.json"),
+                         weights={"conversations": 3.5})
+    summary = build_instruction_data(config, out, progress=False)
+    assert 36 <= summary.records <= 48
+    records = _read(out)
+    copies = [r["instruction"] for r in records if r["id"].split("#")[0] == "conversations-0"]
+    assert len(copies) >= 3 and len(set(copies)) > 1
+
+
+def test_bad_records_are_counted_not_fatal_unless_strict(tmp_path, sample_sft_dir):
+    conv = tmp_path / "conv.jsonl"
+    conv.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n[1]\n')
+    out = tmp_path / "o.jsonl"
+    summary = build_instruction_data(BuildConfig(conversations=[str(conv)]), out, progress=False)
+    assert summary.records == 1 and summary.sources["conversations"].bad == 2
+    assert summary.problems == [f"{conv}:2: missing key 'output'", f"{conv}:3: expected a JSON object, got list"]
+    with pytest.raises(BadRecordError, match=rf"{conv}:2"):
+        build_instruction_data(BuildConfig(conversations=[str(conv)], strict=True), tmp_path / "s.jsonl",
+                               progress=False)
+    assert not (tmp_path / "s.jsonl").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "no input"),
+    ({"medqa": ["missing.jsonl"]}, "missing.jsonl: input file not found"),
+    ({"conversations": ["x"], "caps": {"books": 3}}, "unknown source"),
+    ({"rationales": ["r"]}, "--rationales needs"),
+])
+def test_config_errors_name_the_flag(tmp_path, kwargs, message):
+    for key in ("conversations", "rationales"):
+        for path in kwargs.get(key, []):
+            (tmp_path / path).write_text("")
+            kwargs[key] = [str(tmp_path / path)]
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        BuildConfig(**kwargs)
+
+
+def test_command_line_build_and_preprocess(tmp_path, sample_sft_dir, spm_model):
+    d = sample_sft_dir
+    out = tmp_path / "medc_i.jsonl"
+    build = subprocess.run([
+        sys.executable, str(REPO / "tools/build_instruction_data.py"), "--output", str(out),
+        "--conversations", str(d / "conversations.json"), "--instruction-pool", str(d / "instruction_pool.json"),
+        "--medqa", str(d / "medqa_train.jsonl"), "--umls-dir", str(d / "umls"), "--umls-max-per-relation", "1",
+        "--cap", "umls=5", "--weight", "medqa=2", "--tokenizer-model", str(spm_model), "--no-progress-bar",
+    ], capture_output=True, text=True, cwd=REPO)
+    assert build.returncode == 0, build.stderr
+    assert "total" in build.stdout and "wrote 27 records" in build.stdout
+    prep = subprocess.run([
+        sys.executable, str(REPO / "tools/preprocess_sft.py"), "--input", str(out), "--tokenizer-model",
+        str(spm_model), "--output-prefix", str(tmp_path / "sft"), "--redraw-epochs", "2", "--no-progress-bar",
+    ], capture_output=True, text=True, cwd=REPO)
+    assert prep.returncode == 0, prep.stderr
+    assert prep.stdout.startswith("27 records → 38 samples (11 redrawn)"  # one conversation has no pool)
+    bad = subprocess.run([sys.executable, str(REPO / "tools/build_instruction_data.py"), "--output",
+                          str(tmp_path / "x.jsonl"), "--cap", "umls"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "expected SOURCE=NUMBER" in bad.stderr
