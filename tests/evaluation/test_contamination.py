@@ -87,8 +87,13 @@ def test_items_too_short_to_check_are_counted():
 
 
 def test_index_counts_ngrams_per_field(test_items):
-    words = normalise_words(test_items["medqa"][0].question)
-    index = NgramIndex({"medqa": test_items["medqa"][:1]}, n=13, min_short_words=0)
-    assert index.items["medqa"][0].num_ngrams == len(words) - 12  # the 12-word options block adds none
-    index = NgramIndex({"medqa": test_items["medqa"][:1]}, n=13, min_short_words=8)
-    assert index.items["medqa"][0].num_ngrams == len(words) - 12 + 1  # now it counts, whole
+    item = test_items["medqa"][0]
+    q = len(normalise_words(item.question))
+    opts = len(normalise_words(" ".join(f"{l} {t}" for l, t in zip(item.letters, item.texts))))
+    assert q >= 13 and opts == 13  # fixture facts this test relies on
+    for n in (13, 14):
+        index = NgramIndex({"medqa": [item]}, n=n, min_short_words=0)
+        expected = (q - n + 1) + (opts - n + 1 if opts >= n else 0)  # no n-gram straddles two fields
+        assert index.items["medqa"][0].num_ngrams == expected
+    whole = NgramIndex({"medqa": [item]}, n=14, min_short_words=8)  # the options block now counts, whole
+    assert whole.items["medqa"][0].num_ngrams == q - 13 + 1
