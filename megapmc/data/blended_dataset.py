@@ -132,6 +132,33 @@ def _check_override(name: str, config_value, value) -> None:
                          f"set one of them")
 
 
+def open_sources(data_config: DataConfig) -> tuple[list[IndexedDataset], list[list[tuple[int, int]]]]:
+    """The sources' shards and their train/valid/test document ranges; an empty shard is an error."""
+    indexed = [IndexedDataset(s.prefix) for s in data_config.sources]
+    for s, ds in zip(data_config.sources, indexed):
+        if len(ds) == 0 or ds.num_tokens == 0:
+            raise ValueError(f"source {s.name!r}: shard {s.prefix} is empty (no documents); re-run "
+                             f"tools/preprocess_data.py or drop it from --data-path")
+    return indexed, [split_bounds(len(ds), data_config.split_fractions) for ds in indexed]
+
+
+def plan_from_config(data_config: DataConfig, seq_length: int, global_batch_size: int, *,
+                     train_samples: Optional[int] = None, train_epochs: Optional[float] = None,
+                     indexed: Optional[list[IndexedDataset]] = None) -> DataPlan:
+    """The data plan of a run on ``data_config``'s sources (their training splits)."""
+    if indexed is None:
+        indexed = open_sources(data_config)[0]
+    sources = data_config.sources
+    train_tokens = []
+    for ds in indexed:
+        begin, end = split_bounds(len(ds), data_config.split_fractions)[0]
+        train_tokens.append(int(ds.sequence_lengths[begin:end].sum(dtype=np.int64)))
+    epoch_source = resolve_source(data_config.epoch_source, [s.name for s in sources], [s.prefix for s in sources])
+    return make_plan([s.name for s in sources], [s.weight for s in sources], train_tokens, seq_length,
+                     global_batch_size, train_samples=train_samples, train_epochs=train_epochs,
+                     epoch_source=epoch_source, micro_batch_size=data_config.micro_batch_size)
+
+
 def build_pretraining_datasets(data_config: DataConfig, seq_length: Optional[int], global_batch_size: int,
                                train_samples: Optional[int], train_epochs: Optional[float], seed: Optional[int],
                                parallel: ParallelState, *, verbose: bool = True):
@@ -157,17 +184,9 @@ def build_pretraining_datasets(data_config: DataConfig, seq_length: Optional[int
     sources = data_config.sources
     names = [s.name for s in sources]
     weights = [s.weight for s in sources]
-    indexed = [IndexedDataset(s.prefix) for s in sources]
-    for s, ds in zip(sources, indexed):
-        if len(ds) == 0 or ds.num_tokens == 0:
-            raise ValueError(f"source {s.name!r}: shard {s.prefix} is empty (no documents); re-run "
-                             f"tools/preprocess_data.py or drop it from --data-path")
-    bounds = [split_bounds(len(ds), data_config.split_fractions) for ds in indexed]
-    train_tokens = [int(ds.sequence_lengths[b[0][0]:b[0][1]].sum(dtype=np.int64)) for ds, b in zip(indexed, bounds)]
-    epoch_source = resolve_source(data_config.epoch_source, names, [s.prefix for s in sources])
-    plan = make_plan(names, weights, train_tokens, seq_length, global_batch_size, train_samples=train_samples,
-                     train_epochs=train_epochs, epoch_source=epoch_source,
-                     micro_batch_size=data_config.micro_batch_size)
+    indexed, bounds = open_sources(data_config)
+    plan = plan_from_config(data_config, seq_length, global_batch_size, train_samples=train_samples,
+                            train_epochs=train_epochs, indexed=indexed)
     if verbose and parallel.rank == 0:
         print(plan.table(), flush=True)
     cache = IndexCache(data_config.resolved_cache_dir(), parallel)

@@ -169,3 +169,36 @@ def resolve_source(which: Optional[str], names: list[str], prefixes: Optional[li
         return matches[0]
     raise ValueError(f"--epoch-source {which!r} names none of the sources {names} "
                      f"(give a name, a prefix or an index 0..{len(names) - 1})")
+
+
+def add_data_args(parser) -> None:
+    """The data flags shared by tools/data_plan.py and tools/build_blended_shards.py (Megatron's names)."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--data-path", nargs="+", help="W1 PREFIX1 W2 PREFIX2 ... (or one prefix)")
+    g.add_argument("--split", default="969,30,1", help="train,valid,test proportions of each source's documents")
+    g.add_argument("--seq-length", type=int, required=True)
+    g.add_argument("--global-batch-size", type=int, required=True)
+    g.add_argument("--micro-batch-size", type=int, default=1,
+                   help="slices of this size get floor/ceil of each source's share")
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--epoch-source", default=None, help="source whose one pass is an epoch (default the first)")
+    g.add_argument("--data-cache-path", default=None, help="index cache directory (default beside the data)")
+    run = g.add_mutually_exclusive_group(required=True)
+    run.add_argument("--train-epochs", type=float, help="passes over the epoch source")
+    run.add_argument("--train-iters", type=int)
+    run.add_argument("--train-samples", type=int)
+
+
+def data_config_from_args(args) -> DataConfig:
+    return DataConfig(data_path=args.data_path, split=args.split, seq_length=args.seq_length, seed=args.seed,
+                      epoch_source=args.epoch_source, micro_batch_size=args.micro_batch_size,
+                      cache_dir=args.data_cache_path)
+
+
+def train_samples_from_args(args) -> Optional[int]:
+    """``--train-samples``, or ``--train-iters`` x ``--global-batch-size``; ``None`` when epochs are given."""
+    if args.train_samples is not None:
+        return args.train_samples
+    if args.train_iters is not None:
+        return args.train_iters * args.global_batch_size
+    return None
