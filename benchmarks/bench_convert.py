@@ -2,7 +2,7 @@
 """Peak resident memory of checkpoint conversion against the size of what is converted.
 
 Writes a random LLaMA checkpoint in Hugging Face format (default: TinyLlama-1.1B's shape, bf16, 1 GB
-shards), then converts it in fresh subprocesses and reads each child's peak RSS (``ru_maxrss``):
+shards), then converts it in fresh subprocesses and reads each child's peak RSS (``VmHWM``):
 
   baseline   python importing megapmc.convert and creating one tensor (interpreter + torch)
   hf->megapmc  TP=2, bf16                 megapmc->hf  back, bf16, 1 GB shards
@@ -54,7 +54,8 @@ def peak_rss_of(code: str) -> tuple[float, float]:
     return float(proc.stdout.strip().splitlines()[-1]) / GIB, seconds
 
 
-_RSS = "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child would report this process's peak.
+_RSS = "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024)"
 
 
 def main() -> None:
