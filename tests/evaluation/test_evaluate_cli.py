@@ -1,0 +1,54 @@
+"""tools/evaluate.py and tools/check_contamination.py end to end, in-process."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_evaluate_hf_dir_on_sample_items(tiny_hf_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    _tool("evaluate").main(["--hf-dir", str(tiny_hf_dir), "--tasks", "pubmedqa,medqa", "--limit", "2",
+                            "--num-fewshot", "1", "--output-dir", str(out), "--batch-size", "4", "--dtype", "fp32"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("| Task |") and "| **Average** |" in printed
+    assert (out / "results.md").read_text() in printed
+    report = json.loads((out / "results.json").read_text())
+    assert report["config"]["num_fewshot"] == 1 and set(report["tasks"]) == {"pubmedqa", "medqa"}
+    assert all(r["n"] == 2 for r in report["tasks"].values())
+    assert len((out / "samples_medqa.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--tasks", "pubmedqa,mmlu"], "unknown task 'mmlu'"),
+    (["--mode", "generate", "--max-new-tokens", "0"], "--max-new-tokens must be positive"),
+    (["--data-dir", "/nonexistent/benchmarks"], "--data-dir /nonexistent/benchmarks: not a directory"),
+    (["--limit", "0"], "--limit must be positive"),
+])
+def test_evaluate_bad_flags_exit_with_a_message(argv, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        _tool("evaluate").main(["--hf-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), *argv])
+
+
+def test_evaluate_missing_model_dir(tmp_path):
+    with pytest.raises(SystemExit, match="no config.json"):
+        _tool("evaluate").main(["--hf-dir", str(tmp_path), "--output-dir", str(tmp_path / "o")])
+
+
+def test_check_contamination_cli(sample_dir, tmp_path, capsys):
+    line = (sample_dir / "medqa/US/4_options/phrases_no_exclude_test.jsonl").read_text().splitlines()[0]
+    train = tmp_path / "sft.jsonl"
+    train.write_text(json.dumps({"instruction": "Answer.", "input": json.loads(line)["question"], "output": "C"}) + "\n")
+    _tool("check_contamination").main(["--train", str(train), "--output-dir", str(tmp_path / "c")])
+    assert "| medqa | 6 | 1 | 16.67 |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "c/contamination.json").read_text())["tasks"]["medqa"]["items"][0]["id"] == "test-1"
