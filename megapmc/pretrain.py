@@ -42,12 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def data_config(args: argparse.Namespace):
+    """The DataConfig of the flags; a missing shard stops here, before any process group exists."""
     from megapmc.data.config import DataConfig
 
     if not args.data_path:
         raise ValueError("--data-path is required: an indexed-dataset prefix (tools/preprocess_data.py), or "
                          "'15 BOOKS 4 PAPERS 1 GENERAL' for the paper's mixture")
-    return DataConfig.from_args(args)
+    config = DataConfig(
+        data_path=args.data_path, split=args.split, epoch_source=args.epoch_source,
+        micro_batch_size=args.micro_batch_size, num_workers=args.num_workers, cache_dir=args.data_cache_path,
+        # Validation reads the same eval_iters global batches every time (comparable numbers).
+        eval_samples=args.eval_iters * args.global_batch_size if args.global_batch_size else None,
+    )
+    for source in config.sources:
+        missing = [p for p in (source.prefix + ".bin", source.prefix + ".idx") if not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(
+                f"--data-path source {source.name!r}: {', '.join(missing)} not found; write it with "
+                f"tools/preprocess_data.py --output-prefix ... (give the prefix, without .bin/.idx)")
+    return config
 
 
 def pretraining_dataset_provider(config: RunConfig, parallel: ParallelState) -> TrainData:
@@ -55,17 +68,38 @@ def pretraining_dataset_provider(config: RunConfig, parallel: ParallelState) -> 
 
     tcfg = config.training
     train_samples = tcfg.train_iters * tcfg.global_batch_size if tcfg.train_iters is not None else None
-    train_ds, valid_ds, _, plan = build_pretraining_datasets(
+    train_ds, valid_ds, _, plan = build_pretraining_datasets(  # prints the data plan on the first rank
         config.data, tcfg.seq_length, tcfg.global_batch_size, train_samples, tcfg.train_epochs, tcfg.seed,
         parallel,
     )
     return TrainData(train_dataset=train_ds, valid_dataset=valid_ds, train_iters=plan.train_iters,
-                     summary=str(plan), num_workers=config.data.num_workers)
+                     num_workers=config.data.num_workers)
+
+
+def data_plan(config: RunConfig):
+    """The run's data plan from the shards' token counts alone (no sample indices built)."""
+    from megapmc.data.config import resolve_source
+    from megapmc.data.data_plan import make_plan
+    from megapmc.data.gpt_dataset import split_bounds
+    from megapmc.data.indexed_dataset import IndexedDataset
+
+    data, tcfg = config.data, config.training
+    if data.manifest is not None:
+        return f"materialised stream {data.manifest}: its plan is in the manifest (tools/inspect_shards.py)"
+    tokens = []
+    for source in data.sources:
+        ds = IndexedDataset(source.prefix)
+        start, end = split_bounds(len(ds), data.split_fractions)[0]
+        tokens.append(int(ds.sequence_lengths[start:end].sum(dtype="int64")))
+    names = [s.name for s in data.sources]
+    return make_plan(names, [s.weight for s in data.sources], tokens, tcfg.seq_length, tcfg.global_batch_size,
+                     train_iters=tcfg.train_iters, train_epochs=tcfg.train_epochs,
+                     epoch_source=resolve_source(data.epoch_source, names, [s.prefix for s in data.sources]),
+                     micro_batch_size=data.micro_batch_size)
 
 
 def dry_run(config: RunConfig, world_size: int) -> str:
     """The resolved configuration, the data plan and the memory estimate, as printed by ``--dry-run``."""
-    from megapmc.data.data_plan import plan_from_config
     from megapmc.model.memory import estimate_memory
 
     tp = config.tensor_model_parallel_size
@@ -73,14 +107,16 @@ def dry_run(config: RunConfig, world_size: int) -> str:
         raise ValueError(f"--world-size {world_size} is not a multiple of --tensor-model-parallel-size {tp}")
     dp = world_size // tp
     micro_batches = config.training.num_micro_batches(dp)
-    lines = ["# resolved configuration", json.dumps(config.to_dict(), indent=2, sort_keys=True),
-             f"\n# layout: {world_size} processes = TP {tp} x DP {dp}; {micro_batches} micro-batches of "
-             f"{config.training.micro_batch_size} per rank per iteration",
-             "\n# data plan", str(plan_from_config(config.data, config.training)),
-             "\n# memory estimate per GPU",
-             str(estimate_memory(config.model, tp, dp, config.training.micro_batch_size,
-                                 config.training.seq_length, config.model_options, config.optimizer))]
-    return "\n".join(lines)
+    plan = data_plan(config)
+    return "\n".join([
+        "# resolved configuration", json.dumps(config.to_dict(), indent=2, sort_keys=True),
+        f"\n# layout: {world_size} processes = TP {tp} x DP {dp}; {micro_batches} micro-batches of "
+        f"{config.training.micro_batch_size} per rank per iteration",
+        "\n# data plan", plan if isinstance(plan, str) else plan.table(),
+        "\n# memory estimate per GPU",
+        str(estimate_memory(config.model, tp, dp, config.training.micro_batch_size, config.training.seq_length,
+                            config.model_options, config.optimizer)),
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
