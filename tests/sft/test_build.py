@@ -79,7 +79,7 @@ def test_bad_records_are_counted_not_fatal_unless_strict(tmp_path, sample_sft_di
     out = tmp_path / "o.jsonl"
     summary = build_instruction_data(BuildConfig(conversations=[str(conv)]), out, progress=False)
     assert summary.records == 1 and summary.sources["conversations"].bad == 2
-    assert summary.problems == [f"{conv}:2: missing key 'output'", f"{conv}:3: expected a JSON object, got list"]
+    assert summary.problems == [f"{conv}:2: missing key 'output'", f"{conv}:3: expected a JSON object, found list"]
     with pytest.raises(BadRecordError, match=rf"{conv}:2"):
         build_instruction_data(BuildConfig(conversations=[str(conv)], strict=True), tmp_path / "s.jsonl",
                                progress=False)

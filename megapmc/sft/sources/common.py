@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from megapmc.data.jsonl import iter_lines, open_binary, parse_line
 
 RECORD_FIELDS = ("instruction", "input", "output", "source", "id")
 
@@ -71,15 +74,13 @@ class Problems:
 
 
 def iter_jsonl(path: str | Path, source: str, problems: Problems) -> Iterator[tuple[int, Any]]:
-    """``(line_number, object)`` for each non-blank line; undecodable lines go to ``problems``."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.report(source, path, line_no, f"invalid JSON ({e.msg})")
+    """``(line_number, object)`` per JSON-object line (.jsonl, .gz, .zst); bad lines go to ``problems``."""
+    for line_no, line in iter_lines(path):
+        record, reason = parse_line(line)
+        if record is not None:
+            yield line_no, record
+        elif reason is not None:
+            problems.report(source, path, line_no, reason)
 
 
 def iter_json_array(path: str | Path, source: str, problems: Problems,
@@ -90,7 +91,7 @@ def iter_json_array(path: str | Path, source: str, problems: Problems,
     cannot be resynchronised reliably, so it is reported once with its line.
     """
     decoder = json.JSONDecoder()
-    with open(path, encoding="utf-8") as f:
+    with io.TextIOWrapper(open_binary(path), encoding="utf-8") as f:
         buf, pos, line, eof = "", 0, 1, False
 
         def fill() -> bool:
@@ -151,9 +152,9 @@ def iter_json_array(path: str | Path, source: str, problems: Problems,
 
 def iter_json_records(path: str | Path, source: str, problems: Problems) -> Iterator[tuple[int, Any]]:
     """A JSON array file or JSON lines, told apart by the first non-blank character."""
-    with open(path, encoding="utf-8") as f:
+    with open_binary(path) as f:
         head = f.read(4096).lstrip()
-    if head.startswith("["):
+    if head.startswith(b"["):
         return iter_json_array(path, source, problems)
     return iter_jsonl(path, source, problems)
 

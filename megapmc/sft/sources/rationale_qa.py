@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
+from megapmc.data.jsonl import iter_lines, parse_line
 from megapmc.sft.sources.common import InstructionRecord, Problems, iter_jsonl, require_str
 from megapmc.sft.template import (
     MCQ_INSTRUCTION,
@@ -121,17 +122,14 @@ def detect_cop_base(path: str | Path) -> int:
     A file whose answers are all 1-3 is ambiguous and taken as the original (1-based) files.
     """
     seen = set()
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                cop = json.loads(line).get("cop")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-            if isinstance(cop, int):
-                seen.add(cop)
-            if 0 in seen and 4 in seen:
-                raise ValueError(f"{path}: 'cop' takes both 0 and 4, so its base (0 or 1) cannot be told; "
-                                 f"pass the base explicitly")
+    for _, line in iter_lines(path):
+        record, _ = parse_line(line)
+        cop = record.get("cop") if record is not None else None
+        if isinstance(cop, int):
+            seen.add(cop)
+        if 0 in seen and 4 in seen:
+            raise ValueError(f"{path}: 'cop' takes both 0 and 4, so its base (0 or 1) cannot be told; "
+                             f"pass the base explicitly")
     return 0 if 0 in seen else 1
 
 

@@ -50,3 +50,17 @@ def test_bottom_k_is_order_independent_and_deduplicates():
     for k in keys:
         c.offer(k, k)
     assert sorted(c.values()) != sorted(a.values())
+
+
+def test_compressed_inputs(tmp_path):
+    import gzip
+
+    items = [{"i": i} for i in range(5)]
+    with gzip.open(tmp_path / "a.json.gz", "wt") as f:
+        json.dump(items, f)
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(x) + "\n" for x in items))
+    for name in ("a.json.gz", "b.jsonl.gz"):
+        problems = Problems()
+        assert [obj for _, obj in iter_json_records(tmp_path / name, "t", problems)] == items
+        assert problems.total == 0
