@@ -40,7 +40,7 @@ def word_tokenizer():
     return WordTokenizer()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def sample_sft_dir():
     return SAMPLE_SFT
 

@@ -1,0 +1,75 @@
+"""``python -m megapmc.finetune``: the run length from epochs, flag errors, and a real run whose loss falls."""
+import json
+import math
+
+import pytest
+
+from megapmc import finetune
+from megapmc.sft.build import BuildConfig, build_instruction_data
+from megapmc.sft.preprocess import PreprocessConfig, preprocess_sft
+
+
+@pytest.fixture(scope="module")
+def sft_prefix(tmp_path_factory, spm_model, sample_sft_dir):
+    from megapmc.data.tokenizer import build_tokenizer
+
+    d = sample_sft_dir
+    tmp = tmp_path_factory.mktemp("finetune")
+    config = BuildConfig(conversations=[str(d / "conversations.json")], instruction_pool=str(d / "instruction_pool.json"),
+                         medqa=[str(d / "medqa_train.jsonl")], medmcqa=[str(d / "medmcqa_train.json")],
+                         umls_dir=str(d / "umls"))
+    build_instruction_data(config, tmp / "medc_i.jsonl", progress=False)
+    preprocess_sft(PreprocessConfig(str(tmp / "medc_i.jsonl"), str(tmp / "sft")), build_tokenizer(spm_model),
+                   progress=False)
+    return tmp / "sft"
+
+
+def _args(prefix, spm_model, *extra):
+    return ["--model", "tiny", "--tokenizer-model", str(spm_model), "--data-path", str(prefix),
+            "--seq-length", "128", "--micro-batch-size", "2", "--global-batch-size", "4", "--lr", "3e-3",
+            "--num-workers", "0", "--no-progress-bar", "--seed", "7", *extra]
+
+
+def _config(prefix, spm_model, *extra):
+    from megapmc.training.arguments import build_run_config, parse_args
+
+    args = parse_args(finetune.build_parser(), _args(prefix, spm_model, *extra))
+    return build_run_config(args, finetune.sft_data_config(args))
+
+
+def test_train_epochs_give_the_iterations_from_packed_rows(sft_prefix, spm_model):
+    train, valid, iters = finetune.build_sft_datasets(_config(sft_prefix, spm_model, "--train-epochs", "2.5"))
+    rows = train.rows_in_epoch(0) + train.rows_in_epoch(1) + math.ceil(0.5 * train.rows_in_epoch(2))
+    assert iters == math.ceil(rows / 4) and len(train) >= iters * 4
+    assert valid is None
+    train, valid, iters = finetune.build_sft_datasets(
+        _config(sft_prefix, spm_model, "--train-iters", "5", "--valid-fraction", "0.2", "--eval-iters", "2"))
+    assert iters == 5 and len(train) >= 20
+    assert set(train.records).isdisjoint(valid.records) and len(valid) >= 8
+    assert len(train.records) + len(valid.records) == 12 + 5 + 5 + 13
+
+
+def test_flag_errors_are_clear(tmp_path, spm_model, capsys):
+    with pytest.raises(SystemExit):
+        finetune.main(_args(tmp_path / "nothing", spm_model, "--train-iters", "1"))
+    assert "tools/preprocess_sft.py" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_instruction_tuning_loss_falls_and_finetune_loads_weights(tmp_path, sft_prefix, spm_model):
+    run = tmp_path / "run"
+    assert finetune.main(_args(sft_prefix, spm_model, "--train-iters", "24", "--lr-warmup-iters", "2",
+                               "--save", str(run), "--save-interval", "24", "--log-interval", "4")) == 0
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert len(losses) == 24
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
+
+    # --finetune: the weights of the run above, with a fresh iteration count and optimizer.
+    tuned = tmp_path / "tuned"
+    assert finetune.main(_args(sft_prefix, spm_model, "--train-iters", "2", "--load", str(run), "--finetune",
+                               "--save", str(tuned), "--log-interval", "1")) == 0
+    again = [json.loads(line) for line in (tuned / "metrics.jsonl").read_text().splitlines()]
+    again = [m for m in again if "loss" in m]
+    assert again[0]["iteration"] == 1
+    assert again[0]["loss"] < 0.8 * losses[0]
