@@ -17,9 +17,9 @@ the result is the gradient of the mean loss over the global batch (equal-sized m
 token-weighted mean (loss masks), backpropagate each micro-batch's loss SUM, then call
 ``scale_gradients(dp_size / global_num_tokens)`` after ``finish_grad_sync``.
 
-Tensor parallelism: parameters flagged ``sequence_parallel`` (the RMSNorm weights when sequence
-parallelism splits their input along the sequence) get partial gradients on each TP rank; they are
-all-reduced over the TP group in ``finish_grad_sync``.
+Tensor parallelism is the model's business: gradients that are partial across TP ranks (the norm
+weights under sequence parallelism) are reduced inside the model's backward, so every DP group here
+reduces ordinary, complete gradients.
 """
 from __future__ import annotations
 
@@ -63,9 +63,6 @@ class DataParallel(nn.Module):
                                 parallel.dp_rank, sharded=config.use_distributed_optimizer)
             self.buffers.append(buffer)
             self._buffer_of.update({id(p): buffer for p in params})
-        self._sequence_parallel_params = [
-            p for ps in by_dtype.values() for p in ps if getattr(p, "sequence_parallel", False)
-        ]
         self._sync_enabled = True
         self._grads_synced = False
         self._hook_handles = [
@@ -95,8 +92,7 @@ class DataParallel(nn.Module):
                 bucket.start_grad_sync(async_op=True)
 
     def finish_grad_sync(self) -> None:
-        """Finish (or start and finish) every bucket's DP reduction; then sum sequence-parallel
-        gradients over TP. Idempotent until the next ``zero_grad_buffer``. Buckets whose gradients
+        """Finish (or start and finish) every bucket's DP reduction. Idempotent until the next ``zero_grad_buffer``. Buckets whose gradients
         were not all produced (unused parameters) are reduced as they are, their missing gradients zero.
         """
         if self._grads_synced:
@@ -106,14 +102,6 @@ class DataParallel(nn.Module):
             bucket.start_grad_sync(async_op=True)
         for bucket in buckets:
             bucket.finish_grad_sync()
-        if self._sequence_parallel_params and self.parallel.tp_size > 1:
-            grads = [p.main_grad for p in self._sequence_parallel_params]
-            flat = torch.cat([g.reshape(-1) for g in grads])  # [sum of numels], one collective
-            dist.all_reduce(flat, group=self.parallel.tp_group)
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset:offset + g.numel()].view_as(g))
-                offset += g.numel()
         self._grads_synced = True
 
     def scale_gradients(self, factor: float) -> None:

@@ -13,9 +13,9 @@ Weight decay applies to matrices only: 1-D parameters (RMSNorm weights; biases, 
 are not decayed.
 
 Gradient norm: the global L2 norm over the whole model. Each rank sums the squares of the gradient
-elements it owns, counting a parameter replicated across the TP group (``tensor_model_parallel`` not
-set: the norm weights) on TP rank 0 only, then the sum is all-reduced over TP (and over DP when the
-gradients are sharded).
+elements it owns, counting a parameter replicated across the TP group (the norm weights; see
+``tensor_parallel_params``) on TP rank 0 only, then the sum is all-reduced over TP (and over DP when
+the gradients are sharded).
 """
 from __future__ import annotations
 
@@ -62,9 +62,14 @@ class ParamShard:
         return self.param.dtype == torch.float32
 
 
-def is_tensor_parallel_duplicate(param: nn.Parameter, parallel: ParallelState) -> bool:
-    """True for a TP-replicated parameter on a TP rank other than 0 (its gradient is counted once)."""
-    return parallel.tp_size > 1 and parallel.tp_rank != 0 and not getattr(param, "tensor_model_parallel", False)
+def tensor_parallel_params(module: nn.Module) -> set[int]:
+    """Ids of the parameters split across TP ranks: those owned directly by a module whose class sets
+    ``tensor_model_parallel = True`` (megapmc.parallel's layers). A class flag, not a parameter
+    attribute, because building on the meta device and materialising replaces the Parameter objects."""
+    return {
+        id(p) for m in module.modules() if getattr(m, "tensor_model_parallel", False)
+        for p in m.parameters(recurse=False)
+    }
 
 
 class MixedPrecisionOptimizer:
@@ -89,6 +94,12 @@ class MixedPrecisionOptimizer:
         device = next(iter(ddp.module.parameters())).device
         fused = config.fused if config.fused is not None else device.type == "cuda"
         # A DP rank can own no elements at all (tiny models, many ranks): keep a valid, empty optimizer.
+        split = tensor_parallel_params(ddp.module)
+        # Replicated across TP (identical gradients on every TP rank): counted in the norm on TP rank 0 only.
+        self._tp_duplicates = {
+            id(s.param) for s in self.shards
+            if parallel.tp_size > 1 and parallel.tp_rank != 0 and id(s.param) not in split
+        }
         self.optimizer = torch.optim.AdamW(
             groups or [{"params": [torch.zeros(0, device=device)]}], lr=config.lr,
             betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
@@ -145,7 +156,7 @@ class MixedPrecisionOptimizer:
         return StepResult(grad_norm=grad_norm, skipped=False)
 
     def _global_grad_norm(self) -> float:
-        grads = [s.master.grad for s in self.shards if not is_tensor_parallel_duplicate(s.param, self.parallel)]
+        grads = [s.master.grad for s in self.shards if id(s.param) not in self._tp_duplicates]
         sum_sq = torch.zeros((), dtype=torch.float32, device=self._device)
         if grads:
             sum_sq = torch.stack(torch._foreach_norm(grads)).square().sum()

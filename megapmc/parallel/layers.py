@@ -63,6 +63,8 @@ class ColumnParallelLinear(nn.Module):
     Backward all-reduces (or, with sequence parallelism, reduce-scatters) the input gradient.
     """
 
+    tensor_model_parallel = True  # its weight is split across TP (the optimizer's norm adds it over TP)
+
     def __init__(self, input_size: int, output_sizes: int | Sequence[int], parallel: ParallelState, *,
                  init_std: float = 0.02, gather_output: bool = False, sequence_parallel: bool = False,
                  device=None, dtype=None):
@@ -116,6 +118,8 @@ class RowParallelLinear(nn.Module):
     replicated ``[s, b, out]``, or reduce-scattered to ``[s/tp, b, out]`` with sequence parallelism.
     """
 
+    tensor_model_parallel = True  # its weight is split across TP (the optimizer's norm adds it over TP)
+
     def __init__(self, input_size: int, output_size: int, parallel: ParallelState, *,
                  init_std: float = 0.02, sequence_parallel: bool = False, device=None, dtype=None):
         super().__init__()
@@ -157,6 +161,8 @@ class VocabParallelEmbedding(nn.Module):
     elsewhere) and the partial results are all-reduced to ``[s, b, h]``, or reduce-scattered to
     ``[s/tp, b, h]`` with sequence parallelism.
     """
+
+    tensor_model_parallel = True  # its weight is split across TP (the optimizer's norm adds it over TP)
 
     def __init__(self, num_embeddings: int, embedding_dim: int, parallel: ParallelState, *,
                  init_std: float = 0.02, sequence_parallel: bool = False, device=None, dtype=None):
