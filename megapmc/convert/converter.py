@@ -123,6 +123,8 @@ def _tokenizer_for(cfg: ConvertConfig, loader) -> tuple[Path | None, list[str], 
     added = cfg.added_tokens or list(section.get("added_tokens", []))
     if model is not None:
         section = {**section, "tokenizer_model": str(Path(model).resolve())}
+    if added:
+        section = {**section, "added_tokens": added}
     return model, added, section
 
 

@@ -48,6 +48,7 @@ def test_streaming_reshard_tp2_to_tp1_equals_direct_conversion(hf_gqa, tmp_path)
     assert all(torch.equal(loaded[n], direct[n]) for n in direct)
 
 
+@pytest.mark.slow
 def test_trained_checkpoint_exports_and_generates(spm_model, tmp_path):
     """A model trained a few SGD steps at TP=1, saved as a megapmc checkpoint (iteration 3), exported
     from a TP=2 reshard with --verify, runs transformers' generate() and gives the same logits."""
