@@ -150,7 +150,6 @@ def preprocess_sft(config: PreprocessConfig, tokenizer, progress: bool = True) -
             summary.tokens += len(tokens)
             summary.response_tokens += int(mask.sum())
 
-    metadata_path(prefix).unlink(missing_ok=True)  # the old dataset stops being loadable before it changes
     with IndexedDatasetBuilder(tokens_prefix(tmp), dtype=dtype) as tok_b, \
             IndexedDatasetBuilder(loss_mask_prefix(tmp), dtype=np.uint8) as mask_b:
         bar = tqdm(desc="tokenising", unit=" rec", disable=not progress)
@@ -201,6 +200,8 @@ def preprocess_sft(config: PreprocessConfig, tokenizer, progress: bool = True) -
         "pad_id": tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id,
         "summary": vars(summary),
     }
+    # An older dataset at this prefix stays whole until here; without its metadata it is never half-read.
+    metadata_path(prefix).unlink(missing_ok=True)
     for suffix in (".bin", ".idx"):
         os.replace(tokens_prefix(tmp) + suffix, tokens_prefix(prefix) + suffix)
         os.replace(loss_mask_prefix(tmp) + suffix, loss_mask_prefix(prefix) + suffix)

@@ -157,3 +157,12 @@ def test_best_fit_packing_places_every_item_once_within_capacity(lengths, capaci
     for r in range(len(row_ptr) - 1):
         row = items[row_ptr[r]:row_ptr[r + 1]]
         assert len(row) > 0 and lengths[row].sum() <= capacity
+
+
+def test_a_failed_rebuild_leaves_the_previous_dataset_loadable(tmp_path, word_tokenizer):
+    prefix = _preprocess(tmp_path, _records(4), word_tokenizer)
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "x"}])
+    with pytest.raises(ValueError, match="no usable records"):
+        preprocess_sft(PreprocessConfig(str(bad), str(prefix)), word_tokenizer, progress=False)
+    assert len(SFTDataset(prefix, seq_length=64, packing=False)) == 4
+    assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []
