@@ -1,0 +1,83 @@
+"""The loop: token-weighted loss over micro-batches and DP ranks, NaN/Inf skipping, SIGTERM, learning."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from megapmc.checkpoint.checkpointing import read_tracker
+from megapmc.testing.distributed import run_distributed
+from megapmc.training.logging import METRICS_NAME, read_metrics
+from megapmc.training.trainer import TrainingError
+from toy_train import main as toy_main
+
+TOY = Path(__file__).with_name("toy_train.py")
+COMMON = ["--model", "tiny", "--vocab-size", "128", "--seq-length", "16", "--lr", "3e-3",
+          "--eval-interval", "0", "--no-progress-bar", "--log-interval", "1"]
+
+
+def _toy_rank(rank, world_size, argv):
+    toy_main(argv)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_dp2_with_loss_masks_equals_one_process(tmp_path):
+    """Masks keep different token counts per sample: the loss must be the token mean over the whole global
+    batch, whichever rank and micro-batch holds a sample (DP=2 × 2 micro-batches vs 1 rank × 4)."""
+    flags = COMMON + ["--micro-batch-size", "1", "--global-batch-size", "4", "--train-iters", "3", "--toy-masks"]
+    run_distributed(_toy_rank, 2, flags + ["--save", str(tmp_path / "dp2")])
+    torch.set_num_threads(1)
+    toy_main(flags + ["--save", str(tmp_path / "dp1")])
+    dp2, _ = read_metrics(tmp_path / "dp2" / METRICS_NAME)
+    dp1, _ = read_metrics(tmp_path / "dp1" / METRICS_NAME)
+    assert len(dp1) == len(dp2) == 3
+    for a, b in zip(dp1, dp2):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+    w1 = load_file(tmp_path / "dp1" / "iter_0000003" / "model_tp00.safetensors")
+    w2 = load_file(tmp_path / "dp2" / "iter_0000003" / "model_tp00.safetensors")
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-5, atol=1e-6)
+
+
+def test_nan_steps_are_skipped_counted_then_stop(tmp_path, capsys):
+    # Global batches of 2 samples: iteration 2 (samples 2, 3) and iterations 4.. (samples 6..) get NaN.
+    flags = COMMON + ["--micro-batch-size", "1", "--global-batch-size", "2", "--train-iters", "20",
+                      "--lr-warmup-iters", "4", "--max-consecutive-skipped-iters", "3",
+                      "--toy-nan-samples", "3", *map(str, range(6, 40)), "--save", str(tmp_path)]
+    torch.set_num_threads(1)
+    with pytest.raises(TrainingError, match="3 iterations in a row .* had NaN/Inf gradients"):
+        toy_main(flags)
+    records, _ = read_metrics(tmp_path / METRICS_NAME)
+    assert [r["skipped"] for r in records] == [False, True, False, True, True, True]
+    # A skipped step does not advance the schedule: iteration 3 gets the warmup's second rate.
+    assert [r["lr"] for r in records[:3]] == pytest.approx([0.75e-3, 1.5e-3, 1.5e-3])
+    assert "NaN/Inf in the gradients, step skipped (1 in a row, 1 in total)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_zero(tmp_path):
+    save = tmp_path / "run"
+    flags = COMMON + ["--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters", "100000",
+                      "--save", str(save), "--load", str(save)]
+    proc = subprocess.Popen([sys.executable, str(TOY), *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while not (save / METRICS_NAME).is_file() or not read_metrics(save / METRICS_NAME)[0]:
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out.decode()
+    saved = read_tracker(save)
+    assert saved is not None and f"RESULT {saved} signal" in out.decode()
+    state = json.loads((save / f"iter_{saved:07d}" / "state_tp00_dp00.json").read_text())
+    assert state["iteration"] == saved and state["consumed_samples"] == 4 * saved
+    assert read_metrics(save / METRICS_NAME)[0][-1]["iteration"] == saved
