@@ -63,9 +63,6 @@ class ColumnParallelLinear(nn.Module):
     Backward all-reduces (or, with sequence parallelism, reduce-scatters) the input gradient.
     """
 
-    # Its weight is split across TP ranks (the optimizer's TP-aware grad norm counts it once per shard).
-    tensor_model_parallel = True
-
     tensor_model_parallel = True  # its weight is split across TP (the optimizer's norm adds it over TP)
 
     def __init__(self, input_size: int, output_sizes: int | Sequence[int], parallel: ParallelState, *,
@@ -121,9 +118,6 @@ class RowParallelLinear(nn.Module):
     replicated ``[s, b, out]``, or reduce-scattered to ``[s/tp, b, out]`` with sequence parallelism.
     """
 
-    # Its weight is split across TP ranks (the optimizer's TP-aware grad norm counts it once per shard).
-    tensor_model_parallel = True
-
     tensor_model_parallel = True  # its weight is split across TP (the optimizer's norm adds it over TP)
 
     def __init__(self, input_size: int, output_size: int, parallel: ParallelState, *,
@@ -167,9 +161,6 @@ class VocabParallelEmbedding(nn.Module):
     elsewhere) and the partial results are all-reduced to ``[s, b, h]``, or reduce-scattered to
     ``[s/tp, b, h]`` with sequence parallelism.
     """
-
-    # Its weight is split across TP ranks (the optimizer's TP-aware grad norm counts it once per shard).
-    tensor_model_parallel = True
 
     tensor_model_parallel = True  # its weight is split across TP (the optimizer's norm adds it over TP)
 

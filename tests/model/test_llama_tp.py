@@ -40,26 +40,31 @@ def _reference(config, batch):
     return logits.detach(), loss.detach(), {n: p.grad for n, p in model.named_parameters()}, model
 
 
-def _check_tp(rank, world_size, config, variant_names, packed):
+def _check_tp(rank, world_size, config, cases):
+    """``cases``: (variant name, packed) pairs, each checked against the TP = 1 reference."""
     parallel = initialize_parallel(world_size)
-    batch = _batch(config, packed=packed)
-    ref_logits, ref_loss, ref_grads, ref_model = _reference(config, batch)
-    ids, labels, position_ids, segment_ids = batch
-    for name in variant_names:
+    references = {}
+    for name, packed in cases:
+        batch = _batch(config, packed=packed)
+        if packed not in references:
+            references[packed] = _reference(config, batch)
+        ref_logits, ref_loss, ref_grads, ref_model = references[packed]
+        ids, labels, position_ids, segment_ids = batch
+        what = f"{name}{' packed' if packed else ''}"
         model = build_model(config, parallel, VARIANTS[name])
         # Init is TP-size independent: the full weights equal the reference's.
         for pname, local in model.shard_state_dict(ref_model.state_dict()).items():
             torch.testing.assert_close(model.state_dict()[pname], local, rtol=0, atol=0, msg=pname)
         logits = model(ids, position_ids=position_ids, segment_ids=segment_ids)
         local_ref = ref_logits[..., model.vocab_start:model.vocab_start + logits.shape[-1]]
-        torch.testing.assert_close(logits, local_ref, **TOL, msg=f"{name}: logits")
+        torch.testing.assert_close(logits, local_ref, **TOL, msg=f"{what}: logits")
         torch.testing.assert_close(model.gather_logits(logits), ref_logits[..., :config.vocab_size], **TOL)
         loss = model(ids, position_ids=position_ids, segment_ids=segment_ids, labels=labels)
-        torch.testing.assert_close(loss, ref_loss, **TOL, msg=f"{name}: loss")
+        torch.testing.assert_close(loss, ref_loss, **TOL, msg=f"{what}: loss")
         loss.sum().backward()
         expected = model.shard_state_dict(ref_grads)
         for pname, p in model.named_parameters():
-            torch.testing.assert_close(p.grad, expected[pname], **TOL, msg=f"{name}: grad of {pname}")
+            torch.testing.assert_close(p.grad, expected[pname], **TOL, msg=f"{what}: grad of {pname}")
 
 
 # GQA: 8 query heads and 4 KV heads split over 4 ranks keeps one KV group per rank at TP=4.
@@ -69,16 +74,11 @@ GQA = LlamaConfig.from_name("tiny", num_attention_heads=8, num_key_value_heads=4
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_tp2_matches_tp1():
-    run_distributed(_check_tp, 2, GQA, list(VARIANTS), False)
+    cases = [(name, False) for name in VARIANTS] + [("plain", True), ("sp_selective_recompute", True)]
+    run_distributed(_check_tp, 2, GQA, cases)
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_tp4_matches_tp1():
-    run_distributed(_check_tp, 4, GQA, ["plain", "sequence_parallel", "sp_full_recompute_block"], False)
-
-
-@pytest.mark.slow
-@pytest.mark.distributed
-def test_tp2_packed_segments_match_tp1():
-    run_distributed(_check_tp, 2, GQA, ["plain", "sp_selective_recompute"], True)
+    run_distributed(_check_tp, 4, GQA, [("plain", False), ("sp_full_recompute_block", False)])
