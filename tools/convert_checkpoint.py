@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert LLaMA checkpoints between Hugging Face, Meta and megapmc formats (any TP size).
+r"""Convert LLaMA checkpoints between Hugging Face, Meta and megapmc formats (any TP size).
 
 Examples:
   python tools/convert_checkpoint.py --loader hf --saver megapmc --load-dir llama-13b-hf \
@@ -24,7 +24,7 @@ def parse_args(argv=None) -> ConvertConfig:
     p.add_argument("--load-dir", required=True, help="HF dir, Meta dir, or megapmc run / iter_XXXXXXX dir")
     p.add_argument("--save-dir", required=True, help="must not exist; written as <save-dir>.tmp, then renamed")
     p.add_argument("--target-tensor-parallel-size", type=int, default=1, help="TP size of a megapmc output")
-    p.add_argument("--tokenizer-model", help="SentencePiece tokenizer.model to write into an HF export")
+    p.add_argument("--tokenizer-model", help="tokenizer.model, tokenizer.json or tokenizer dir for an HF export (default: the source's)")
     p.add_argument("--dtype", choices=DTYPES, help="output dtype (default: bf16 for hf, fp32 for megapmc)")
     p.add_argument("--model-preset", choices=PRESETS, help="fail unless the source has this preset's shape")
     p.add_argument("--make-vocab-size-divisible-by", type=int, help="megapmc vocabulary padding multiple")
