@@ -23,7 +23,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=1,
                    help="split the input into this many contiguous parts processed at once, then merge")
     p.add_argument("--strict", action="store_true", help="stop at the first malformed line or missing key")
-    p.add_argument("--batch-size", type=int, default=32, help="documents per worker task")
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="documents per worker task (a task also ends at 4 MiB of text)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 

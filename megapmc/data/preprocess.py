@@ -13,13 +13,14 @@ when complete.
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing as mp
 import os
 import queue
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, ContextManager, Iterable, Iterator
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class PreprocessConfig:
     workers: int = 1
     partitions: int = 1
     strict: bool = False
-    batch_size: int = 32  # documents per worker task
+    batch_size: int = 128  # documents per worker task (a task also ends at 4 MiB of text)
     progress: bool = True
 
     def __post_init__(self):
@@ -201,13 +202,18 @@ def _encode_in_worker(batch: list[tuple[int, bytes]]) -> _EncodedBatch:
     return _worker_encoder.encode(batch)
 
 
+_MAX_BATCH_BYTES = 4 << 20
+
+
 def _batched(lines: Iterable[tuple[int, bytes]], size: int) -> Iterator[list[tuple[int, bytes]]]:
-    batch = []
+    """Batches of ``size`` lines, cut early at 4 MiB so that long books keep memory bounded."""
+    batch, nbytes = [], 0
     for item in lines:
         batch.append(item)
-        if len(batch) == size:
+        nbytes += len(item[1])
+        if len(batch) == size or nbytes >= _MAX_BATCH_BYTES:
             yield batch
-            batch = []
+            batch, nbytes = [], 0
     if batch:
         yield batch
 
@@ -235,14 +241,30 @@ class _Part:
     start_offset: int | None = None
 
 
+def _worker_context():
+    """Fork where the platform has it: workers start at once instead of re-importing everything (spawn).
+
+    Forking is safe here because the pool is created before this process starts any thread of its own
+    (the progress bar comes after) and each worker builds its own tokenizer.
+    """
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
 def _part_prefix(cfg: PreprocessConfig, key: str, part: _Part) -> str:
     if cfg.partitions == 1:
         return cfg.output_prefix_for(key)
     return f"{cfg.output_prefix_for(key)}.part{part.index:03d}-of-{cfg.partitions:03d}"
 
 
-def _run_part(cfg: PreprocessConfig, part: _Part, on_progress: Callable[[int, int], None]) -> PreprocessSummary:
-    """Tokenize one contiguous line range into its own shard(s), one per JSON key."""
+ProgressFactory = Callable[[], ContextManager[Callable[[int, int], None]]]
+
+
+def _run_part(cfg: PreprocessConfig, part: _Part, progress: ProgressFactory) -> PreprocessSummary:
+    """Tokenize one contiguous line range into its own shard(s), one per JSON key.
+
+    ``progress()`` gives the callback ``(documents, tokens)``; it is entered only after the worker pool
+    exists, so that no progress-bar or queue thread is running when the pool forks.
+    """
     summary = PreprocessSummary(tokens={k: 0 for k in cfg.json_keys})
     batches = _batched(iter_lines(cfg.input, part.start_line, part.end_line, part.start_offset), cfg.batch_size)
     # With one worker the tokenizer runs here; otherwise this process only reads and writes.
@@ -254,34 +276,38 @@ def _run_part(cfg: PreprocessConfig, part: _Part, on_progress: Callable[[int, in
         if encoder is not None:
             results = map(encoder.encode, batches)
         else:
-            pool = mp.get_context("spawn").Pool(part.workers, initializer=_init_worker, initargs=(cfg,))
+            pool = _worker_context().Pool(part.workers, initializer=_init_worker, initargs=(cfg,))
             results = _ordered_bounded_map(pool, _encode_in_worker, batches, 4 * part.workers)
-        for res in results:
-            if cfg.strict and res.first_issue is not None:
-                line_no, reason = res.first_issue
-                raise PreprocessError(f"{cfg.input}:{line_no}: {reason} (--strict makes this fatal; "
-                                      f"drop --strict to skip and count such lines)")
-            for k in cfg.json_keys:
-                builders[k].add_documents(res.tokens[k], res.lengths[k])
-            summary.add(res.summary)
-            on_progress(res.summary.documents, sum(res.summary.tokens.values()))
+        with progress() as on_progress:
+            for res in results:
+                if cfg.strict and res.first_issue is not None:
+                    line_no, reason = res.first_issue
+                    raise PreprocessError(f"{cfg.input}:{line_no}: {reason} (--strict makes this fatal; "
+                                          f"drop --strict to skip and count such lines)")
+                for k in cfg.json_keys:
+                    builders[k].add_documents(res.tokens[k], res.lengths[k])
+                summary.add(res.summary)
+                on_progress(res.summary.documents, sum(res.summary.tokens.values()))
+        if pool is not None:  # let the workers exit on their own (their CPU time is then accounted)
+            pool.close()
+            pool.join()
         for b in builders.values():
             b.finalize()
     except BaseException:
         for b in builders.values():
             b.discard()
-        raise
-    finally:
         if pool is not None:
             pool.terminate()
             pool.join()
+        raise
     return summary
 
 
 def _part_process(cfg: PreprocessConfig, part: _Part, events) -> None:
     """Entry point of a partition process: progress and the result go back through ``events``."""
     try:
-        summary = _run_part(cfg, part, lambda docs, toks: events.put(("progress", part.index, (docs, toks))))
+        report = lambda docs, toks: events.put(("progress", part.index, (docs, toks)))  # noqa: E731
+        summary = _run_part(cfg, part, lambda: contextlib.nullcontext(report))
         events.put(("done", part.index, summary))
     except BaseException as e:  # re-raised by the parent
         message = str(e) if isinstance(e, PreprocessError) else traceback.format_exc()
@@ -306,9 +332,13 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
         bar.update(docs)
         bar.set_postfix_str(f"{tokens_seen / max(time.perf_counter() - start, 1e-9):,.0f} tokens/s", refresh=False)
 
-    if cfg.partitions == 1:
+    @contextlib.contextmanager
+    def bar_progress():
         with _progress_bar(cfg, None) as bar:
-            summary = _run_part(cfg, _Part(0, cfg.workers), lambda d, t: advance(bar, d, t))
+            yield lambda docs, toks: advance(bar, docs, toks)
+
+    if cfg.partitions == 1:
+        summary = _run_part(cfg, _Part(0, cfg.workers), bar_progress)
     else:
         summary = _run_partitions(cfg, advance)
     summary.seconds = time.perf_counter() - start

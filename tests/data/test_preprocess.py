@@ -174,3 +174,17 @@ def test_killed_run_leaves_no_complete_looking_dataset(tmp_path, spm_model):
     proc.wait()
     assert not (tmp_path / "killed_text_document.idx").exists()
     assert not (tmp_path / "killed_text_document.bin").exists()
+
+
+@pytest.mark.slow
+def test_benchmark_rows(spm_model):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_preprocess
+    finally:
+        sys.path.pop(0)
+    rows = bench_preprocess.bench_preprocess_rows(str(spm_model), copies=1, repeats=1, workers=(1, 2))
+    assert [r["setting"] for r in rows] == ["raw tokenizer, 1 thread(s)", "preprocess_data.py --workers 1",
+                                            "raw tokenizer, 2 thread(s)", "preprocess_data.py --workers 2"]
+    assert all(r["tokens_per_s"] > 0 and r["tokens_per_cpu_s"] > 0 for r in rows)
+    assert "tokens/CPU-s" in bench_preprocess.format_rows(rows)
