@@ -82,6 +82,14 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def check_generation_budget(max_new_tokens: int, max_length: int) -> None:
+    if not 0 < max_new_tokens < max_length:
+        raise ValueError(
+            f"--max-new-tokens {max_new_tokens} must be positive and leave room for the prompt in the "
+            f"model's {max_length} positions"
+        )
+
+
 @dataclass(frozen=True)
 class LoglikResult:
     logprob: float  # sum over the continuation's tokens
@@ -141,6 +149,7 @@ class CausalLMBackend:
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
         """Greedy decoding without a KV cache: every step reruns the (right-padded) batch and reads each
         row's logits at its own last token. Stops a row at EOS; returns the new tokens (EOS excluded)."""
+        check_generation_budget(max_new_tokens, self.max_length)
         outputs: list[list[int]] = [[] for _ in prompts]
         batches = [list(range(i, min(i + self.batch_size, len(prompts)))) for i in range(0, len(prompts), self.batch_size)]
         for batch in tqdm(batches, desc="generate", disable=not self.show_progress, leave=False):
@@ -193,6 +202,7 @@ class HFBackend(CausalLMBackend):
     @torch.no_grad()
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
         """Greedy decoding with transformers' ``generate`` (KV cache), rows left-padded with a mask."""
+        check_generation_budget(max_new_tokens, self.max_length)
         outputs: list[list[int]] = []
         eos = self.tokenizer.eos_id
         batches = [prompts[i:i + self.batch_size] for i in range(0, len(prompts), self.batch_size)]

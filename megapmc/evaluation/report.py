@@ -44,6 +44,7 @@ class TaskResult:
     acc_norm: float | None = None  # log-likelihood mode
     unparsed: int | None = None  # generation mode
     unparsed_ids: list[str] = field(default_factory=list)
+    truncated: int = 0  # prompts that lost tokens on the left to fit the model's positions
     malformed: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -54,6 +55,7 @@ def summarise(split: LoadedSplit, results: list[ItemResult], mode: str, num_fews
         task=split.task, split=split.split, source=split.source, mode=mode, num_fewshot=num_fewshot, n=n,
         correct=correct, acc=correct / n if n else 0.0, ci95=wilson_interval(correct, n),
         malformed=[{"location": m.location, "reason": m.reason} for m in split.malformed], notes=list(split.notes),
+        truncated=sum("truncated_tokens" in r.extra for r in results),
     )
     if mode == "loglik":
         out.acc_norm = sum(bool(r.correct_norm) for r in results) / n if n else 0.0
@@ -116,6 +118,8 @@ def write_report(output_dir: str | Path, results: list[TaskResult], run_config: 
     notes = [f"- {r.task}: {note}" for r in results for note in r.notes]
     notes += [f"- {r.task}: {len(r.malformed)} malformed records skipped (listed in results.json)"
               for r in results if r.malformed]
+    notes += [f"- {r.task}: {r.truncated} prompts truncated on the left to fit the model (see samples_{r.task}.jsonl)"
+              for r in results if r.truncated]
     text = markdown_table(results) + ("\n" + "\n".join(notes) + "\n" if notes else "")
     _write_atomic(md_path, text)
     return json_path, md_path

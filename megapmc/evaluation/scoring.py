@@ -43,15 +43,20 @@ class ItemResult:
 
 
 def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """``(BOS + context ids, continuation ids)``, split the harness's way: trailing spaces of the context
-    move to the continuation, the whole string is encoded once and the continuation is what follows
+    """``(BOS + context ids, continuation ids)``, split the harness's way: trailing whitespace of the
+    context moves to the continuation, the whole string is encoded once and the continuation is what follows
     the context's own tokens, so tokens merging across the boundary are scored as the model sees them."""
-    n_space = len(context) - len(context.rstrip(" "))
+    n_space = len(context) - len(context.rstrip())
     if n_space:
         context, continuation = context[:-n_space], context[-n_space:] + continuation
     whole = tokenizer.encode(context + continuation)
     ctx = tokenizer.encode(context)
     return [tokenizer.bos_id] + ctx, whole[len(ctx):]
+
+
+def _truncation(num_tokens: int, room: int) -> dict:
+    """``{"truncated_tokens": k}`` when the backend will drop ``k`` tokens from the prompt's left."""
+    return {"truncated_tokens": num_tokens - room} if num_tokens > room else {}
 
 
 def _argmax(values: list[float]) -> int:
@@ -80,7 +85,8 @@ def score_loglik(backend: CausalLMBackend, task: Task, items: list[MultipleChoic
         results.append(ItemResult(
             id=item.id, prompt=prompt, gold=choices[item.gold], chosen=choices[best], correct=best == item.gold,
             choices=choices, loglikelihoods=lls, chosen_norm=choices[best_norm], correct_norm=best_norm == item.gold,
-            extra={"is_greedy": [scores[start + k].is_greedy for k in range(n)]},
+            extra={"is_greedy": [scores[start + k].is_greedy for k in range(n)],
+                   **_truncation(max(len(c) + len(x) for c, x in requests[start:start + n]) - 1, backend.max_length)},
         ))
     return results
 
@@ -92,9 +98,10 @@ def score_generate(backend: CausalLMBackend, task: Task, items: list[MultipleCho
 
     tok = backend.tokenizer
     prompts = [fewshot.prefix(item, render_example) + instruction_prompt(item, task.instruction) for item in items]
-    generated = backend.generate([[tok.bos_id] + tok.encode(p) for p in prompts], max_new_tokens)
+    prompt_ids = [[tok.bos_id] + tok.encode(p) for p in prompts]
+    generated = backend.generate(prompt_ids, max_new_tokens)
     results = []
-    for item, prompt, ids in zip(items, prompts, generated):
+    for item, prompt, ids, p_ids in zip(items, prompts, generated, prompt_ids):
         text = tok.decode(ids)
         parsed = parse_answer(text, item.letters, item.texts)
         choices = task.harness_choices(item)  # gold and chosen read as in log-likelihood mode
@@ -102,6 +109,7 @@ def score_generate(backend: CausalLMBackend, task: Task, items: list[MultipleCho
             id=item.id, prompt=prompt, gold=choices[item.gold],
             chosen=None if parsed.index is None else choices[parsed.index], correct=parsed.index == item.gold,
             choices=choices, generation=text, parse_rule=parsed.rule,
+            extra=_truncation(len(p_ids), backend.max_length - max_new_tokens),
         ))
     return results
 

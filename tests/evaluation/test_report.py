@@ -30,8 +30,8 @@ class CharTokenizer:
 class ScriptedBackend(CausalLMBackend):
     """Answers the i-th prompt with ``answers[i % len(answers)]``; checks each prompt starts with BOS."""
 
-    def __init__(self, answers):
-        self.tokenizer, self.answers, self.calls = CharTokenizer(), answers, 0
+    def __init__(self, answers, max_length=100_000):
+        self.tokenizer, self.answers, self.calls, self.max_length = CharTokenizer(), answers, 0, max_length
 
     def generate(self, prompts, max_new_tokens):
         assert all(p[0] == CharTokenizer.bos_id for p in prompts)
@@ -82,3 +82,14 @@ def test_malformed_items_reach_the_report(sample_dir, tmp_path):
     report = json.loads((out / "results.json").read_text())
     assert report["tasks"]["medmcqa"]["malformed"][0]["location"].endswith("dev.json:4")
     assert "1 malformed records skipped" in (out / "results.md").read_text()
+
+
+def test_truncated_prompts_are_counted(sample_dir, tmp_path):
+    # Character tokens: the sample PubMedQA prompts are 660-716 characters; 700 positions fit some.
+    config = EvalConfig(str(sample_dir), str(tmp_path), tasks=("pubmedqa",), mode="generate", max_new_tokens=8)
+    results = evaluate(ScriptedBackend(["yes"], max_length=708), config)
+    samples = _read_samples(tmp_path / "samples_pubmedqa.jsonl")
+    lengths = [1 + len(s["prompt"]) for s in samples]  # BOS + one token per character
+    assert results[0].truncated == sum(n > 700 for n in lengths) > 0
+    assert all(s.get("extra", {}).get("truncated_tokens") == (n - 700 if n > 700 else None) for s, n in zip(samples, lengths))
+    assert f"{results[0].truncated} prompts truncated" in (tmp_path / "results.md").read_text()
