@@ -3,5 +3,6 @@
 - ``template``: PMC-LLaMA's Alpaca prompt and answer formats (shared with ``megapmc.evaluation``).
 - ``sources``: one module per kind of original file (conversations, rationale QA, UMLS, released MedC-I).
 - ``build``: caps, mixing weights and the summary; writes the instruction JSONL.
-- ``dataset``: tokenisation with response-only labels, truncation, packing, mmap storage.
+- ``preprocess``: tokenisation with response-only loss masks into mmap indexed datasets.
+- ``dataset``: truncation, packing (or padding) and the batches of instruction tuning.
 """
