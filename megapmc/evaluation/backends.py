@@ -103,11 +103,18 @@ class CausalLMBackend:
     logits before it, so no attention mask is needed and any backend that runs a plain forward works.
     """
 
-    tokenizer: Tokenizer
-    device: torch.device
-    batch_size: int
-    max_length: int
-    show_progress: bool = True
+    def __init__(self, model, tokenizer: Tokenizer, batch_size: int = 8, max_length: int | None = None,
+                 show_progress: bool = True):
+        """``model`` has a ``config.max_position_embeddings``; ``max_length`` (default: that) bounds a
+        scored or generated sequence."""
+        if batch_size <= 0:
+            raise ValueError(f"--batch-size must be positive, got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.batch_size = batch_size
+        self.max_length = max_length or model.config.max_position_embeddings
+        self.show_progress = show_progress
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -175,15 +182,6 @@ class CausalLMBackend:
 class HFBackend(CausalLMBackend):
     """A Hugging Face model directory loaded with ``AutoModelForCausalLM`` (bf16 on CUDA, fp32 on CPU)."""
 
-    def __init__(self, model, tokenizer: Tokenizer, batch_size: int = 8, max_length: int | None = None,
-                 show_progress: bool = True):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.device = next(model.parameters()).device
-        self.batch_size = batch_size
-        self.max_length = max_length or model.config.max_position_embeddings
-        self.show_progress = show_progress
-
     @classmethod
     def from_pretrained(cls, hf_dir: str | Path, batch_size: int = 8, device: torch.device | None = None,
                         dtype: torch.dtype | None = None, tokenizer: Tokenizer | None = None, **kwargs) -> "HFBackend":
@@ -227,15 +225,6 @@ class MegapmcBackend(CausalLMBackend):
     vocabulary (padding trimmed), so every rank computes the same scores and greedy tokens and only
     rank 0 needs to write. Generation reruns the whole sequence each step (the model has no KV cache).
     """
-
-    def __init__(self, model, tokenizer: Tokenizer, batch_size: int = 8, max_length: int | None = None,
-                 show_progress: bool = True):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.device = next(model.parameters()).device
-        self.batch_size = batch_size
-        self.max_length = max_length or model.config.max_position_embeddings
-        self.show_progress = show_progress
 
     @classmethod
     def from_checkpoint(cls, load_dir: str | Path, parallel=None, tokenizer: Tokenizer | None = None,
