@@ -332,3 +332,31 @@ def test_sparse_shard_past_4gib(tmp_path):
     assert ds[2].tolist() == [11, 12, 13]
     assert ds.get(1, 0, 1).tolist() == [42]
     assert ds.num_tokens == sum(lengths)
+
+
+# ---- against Megatron-Core itself, where it is installed -----------------------------------------
+
+
+def test_byte_identical_to_megatron_core(tmp_path):
+    """Our builder and merge write exactly the bytes Megatron-Core's do, and each reads the other's files."""
+    megatron = pytest.importorskip("megatron.core.datasets.indexed_dataset")
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    parts = [random_docs(rng, n, 32000, max_len=300) for n in (40, 25)]
+    for k, docs in enumerate(parts):
+        build(str(tmp_path / f"ours{k}"), docs)
+        theirs = megatron.IndexedDatasetBuilder(str(tmp_path / f"theirs{k}.bin"), dtype=np.uint16)
+        for d in docs:
+            theirs.add_document(torch.from_numpy(d.astype(np.int64)), [len(d)])
+        theirs.finalize(str(tmp_path / f"theirs{k}.idx"))
+    merge_datasets(str(tmp_path / "ours"), [str(tmp_path / "ours0"), str(tmp_path / "ours1")])
+    theirs = megatron.IndexedDatasetBuilder(str(tmp_path / "theirs.bin"), dtype=np.uint16)
+    for k in range(2):
+        theirs.add_index(str(tmp_path / f"theirs{k}"))
+    theirs.finalize(str(tmp_path / "theirs.idx"))
+    for name in ("0", "1", ""):
+        for ext in (".bin", ".idx"):
+            assert (tmp_path / f"ours{name}{ext}").read_bytes() == (tmp_path / f"theirs{name}{ext}").read_bytes()
+    flat = [d for docs in parts for d in docs]
+    read_by_megatron = megatron.IndexedDataset(str(tmp_path / "ours"))
+    assert all(np.array_equal(read_by_megatron[i], d) for i, d in enumerate(flat))
