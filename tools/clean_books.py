@@ -21,6 +21,7 @@ def main(argv=None) -> int:
     p.add_argument("--disable", nargs="*", default=[], choices=RULES, metavar="RULE",
                    help=f"rules to skip: {', '.join(RULES)}")
     p.add_argument("--min-header-repeats", type=int, default=3, help="pages a header/footer must repeat on")
+    p.add_argument("--workers", type=int, default=1, help="cleaning processes")
     p.add_argument("--report", help="also write the per-rule report as JSON here")
     p.add_argument("--strict", action="store_true", help="stop at the first malformed line")
     p.add_argument("--no-progress", action="store_true")
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
     try:
         cfg = BookCleanConfig(min_header_repeats=args.min_header_repeats, disabled_rules=tuple(args.disable))
         stats, jstats = clean_books(args.input, args.output, cfg, text_key=args.text_key, strict=args.strict,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, workers=args.workers)
     except (FileNotFoundError, MalformedLineError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -218,7 +218,7 @@ def _batched(lines: Iterable[tuple[int, bytes]], size: int) -> Iterator[list[tup
         yield batch
 
 
-def _ordered_bounded_map(pool, fn, items: Iterable, max_in_flight: int) -> Iterator:
+def ordered_bounded_map(pool, fn, items: Iterable, max_in_flight: int) -> Iterator:
     """``pool.imap`` in input order, but pulling at most ``max_in_flight`` items ahead of the consumer.
 
     (``Pool.imap`` drains its input as fast as it can, which would read a whole 100 GB file into memory.)
@@ -241,7 +241,7 @@ class _Part:
     start_offset: int | None = None
 
 
-def _worker_context():
+def worker_context():
     """Fork where the platform has it: workers start at once instead of re-importing everything (spawn).
 
     Forking is safe here because the pool is created before this process starts any thread of its own
@@ -276,8 +276,8 @@ def _run_part(cfg: PreprocessConfig, part: _Part, progress: ProgressFactory) -> 
         if encoder is not None:
             results = map(encoder.encode, batches)
         else:
-            pool = _worker_context().Pool(part.workers, initializer=_init_worker, initargs=(cfg,))
-            results = _ordered_bounded_map(pool, _encode_in_worker, batches, 4 * part.workers)
+            pool = worker_context().Pool(part.workers, initializer=_init_worker, initargs=(cfg,))
+            results = ordered_bounded_map(pool, _encode_in_worker, batches, 4 * part.workers)
         with progress() as on_progress:
             for res in results:
                 if cfg.strict and res.first_issue is not None:

@@ -212,3 +212,19 @@ def test_sample_files_are_what_the_generator_writes(tmp_path, monkeypatch):
     total = sum((SAMPLES / n).stat().st_size for n in ("books.jsonl", "papers.jsonl", "general.jsonl",
                                                         "s2orc_sample.jsonl"))
     assert 100_000 < total < 1_000_000
+
+
+def test_clean_books_workers_match_one_process(tmp_path):
+    one, _ = clean_books(str(SAMPLES / "books.jsonl"), str(tmp_path / "one.jsonl"), progress=False)
+    two, _ = clean_books(str(SAMPLES / "books.jsonl"), str(tmp_path / "two.jsonl"), progress=False, workers=2)
+    assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "two.jsonl").read_bytes()
+    assert one.as_dict() == two.as_dict()
+
+
+def test_clean_books_counts_records_without_text(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"text": "A book. [1]"}) + "\n" + json.dumps({"body": "x"}) + "\n{oops\n")
+    stats, jstats = clean_books(str(path), str(tmp_path / "out.jsonl"), progress=False)
+    assert stats.documents_out == 1 and jstats.malformed == 2
+    assert [n for n, _ in jstats.issues] == [2, 3]
+    assert json.loads((tmp_path / "out.jsonl").read_text())["text"] == "A book."

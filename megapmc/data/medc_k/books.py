@@ -103,6 +103,15 @@ class BookCleanStats:
         lines += [f"  {r:<22}{c.items:>10,}{c.chars:>12,}" for r, c in self.removed.items()]
         return "\n".join(lines)
 
+    def merge(self, other: "BookCleanStats") -> None:
+        self.documents_in += other.documents_in
+        self.documents_out += other.documents_out
+        self.empty_after_cleaning += other.empty_after_cleaning
+        self.chars_in += other.chars_in
+        self.chars_out += other.chars_out
+        for rule, count in other.removed.items():
+            self.removed[rule].add(count.items, count.chars)
+
     def as_dict(self) -> dict:
         return {"documents_in": self.documents_in, "documents_out": self.documents_out,
                 "empty_after_cleaning": self.empty_after_cleaning, "chars_in": self.chars_in,
@@ -110,19 +119,51 @@ class BookCleanStats:
                 "removed": {r: {"items": c.items, "chars": c.chars} for r, c in self.removed.items()}}
 
 
+class DocumentDeduplicator:
+    """Exact duplicate detection across a whole run, keeping a 16-byte digest per document."""
+
+    def __init__(self):
+        self._seen: set[bytes] = set()
+
+    def is_duplicate(self, text: str) -> bool:
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+        if digest in self._seen:
+            return True
+        self._seen.add(digest)
+        return False
+
+
 class BookCleaner:
-    """Cleans one book text at a time; remembers documents seen, for cross-document deduplication."""
+    """Cleans one book text at a time; ``clean`` also drops books already seen in this run.
+
+    ``clean_text`` is the per-book part (no state across books), which worker processes run; the
+    parent then applies the cross-book deduplication (``accept``).
+    """
 
     def __init__(self, cfg: BookCleanConfig | None = None):
         self.cfg = cfg or BookCleanConfig()
         self.stats = BookCleanStats()
-        self._seen_documents: set[bytes] = set()
+        self._dedup = DocumentDeduplicator()
 
     def _on(self, rule: str) -> bool:
         return rule not in self.cfg.disabled_rules
 
     def clean(self, text: str) -> str | None:
         """The cleaned text, or ``None`` when nothing is left or the book was already seen."""
+        cleaned = self.clean_text(text)
+        return None if cleaned is None else self.accept(cleaned)
+
+    def accept(self, cleaned: str) -> str | None:
+        """Count a cleaned book as written, unless it duplicates an earlier one (then ``None``)."""
+        if self._on("duplicate_documents") and self._dedup.is_duplicate(cleaned):
+            self.stats.removed["duplicate_documents"].add(1, len(cleaned))
+            return None
+        self.stats.documents_out += 1
+        self.stats.chars_out += len(cleaned)
+        return cleaned
+
+    def clean_text(self, text: str) -> str | None:
+        """Every per-book rule; ``None`` when nothing is left."""
         self.stats.documents_in += 1
         self.stats.chars_in += len(text)
         lines = self._remove_page_headers(text) if self._on("page_headers") else text.replace("\f", "\n").split("\n")
@@ -143,14 +184,6 @@ class BookCleaner:
         if not out:
             self.stats.empty_after_cleaning += 1
             return None
-        if self._on("duplicate_documents"):
-            digest = hashlib.blake2b(out.encode("utf-8"), digest_size=16).digest()
-            if digest in self._seen_documents:
-                self.stats.removed["duplicate_documents"].add(1, len(out))
-                return None
-            self._seen_documents.add(digest)
-        self.stats.documents_out += 1
-        self.stats.chars_out += len(out)
         return out
 
     def _count(self, rule: str, removed: list[str]) -> None:

@@ -1,11 +1,13 @@
 """Streaming drivers for the MedC-K tools: JSONL in, JSONL out (temporary name, renamed when complete)."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 
-from megapmc.data.jsonl import JsonlStats, open_text_out, read_jsonl
+from megapmc.data.jsonl import JsonlStats, MalformedLineError, open_text_out, read_jsonl
 from megapmc.data.medc_k.books import BookCleanConfig, BookCleaner, BookCleanStats
+from megapmc.data.preprocess import ordered_bounded_map, worker_context
 from megapmc.data.medc_k.s2orc import S2orcFilterStats, convert_paper
 
 
@@ -38,28 +40,82 @@ def filter_s2orc(input_path: str, output_path: str, section_headings: bool = Tru
     return stats
 
 
+# One cleaner per worker process, built by the pool initializer.
+_worker_cleaner: BookCleaner | None = None
+
+
+def _init_cleaner(cfg: BookCleanConfig | None) -> None:
+    global _worker_cleaner
+    _worker_cleaner = BookCleaner(cfg)
+
+
+def _clean_texts(texts: list[str], cleaner: BookCleaner | None = None) -> tuple[list[str | None], BookCleanStats]:
+    """Per-book cleaning of a batch; returns the texts and the statistics of this batch alone."""
+    cleaner = cleaner or _worker_cleaner
+    cleaner.stats = BookCleanStats()
+    return [cleaner.clean_text(t) for t in texts], cleaner.stats
+
+
+def _book_batches(records, text_key: str, jstats: JsonlStats, strict: bool, path: str,
+                  max_books: int = 16, max_chars: int = 16 << 20):
+    """Batches of ``(line_no, record)`` with a string ``text_key``; other records are counted and skipped."""
+    batch, chars = [], 0
+    for line_no, record in records:
+        if not isinstance(record.get(text_key), str):
+            if strict:
+                raise MalformedLineError(f"{path}:{line_no}: missing string key {text_key!r}")
+            jstats.add_issue(line_no, f"missing string key {text_key!r}")
+            continue
+        batch.append((line_no, record))
+        chars += len(record[text_key])
+        if len(batch) == max_books or chars >= max_chars:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
 def clean_books(input_path: str, output_path: str, cfg: BookCleanConfig | None = None, text_key: str = "text",
-                strict: bool = False, progress: bool = True) -> tuple[BookCleanStats, JsonlStats]:
-    """Clean every record's ``text_key``; other fields pass through; dropped books are not written."""
+                strict: bool = False, progress: bool = True, workers: int = 1) -> tuple[BookCleanStats, JsonlStats]:
+    """Clean every record's ``text_key`` (other fields pass through) on ``workers`` processes.
+
+    Books keep their input order; a book that is empty after cleaning, or an exact duplicate of an earlier
+    one, is not written. Per-book rules run in the workers, the cross-book deduplication here.
+    """
     from tqdm import tqdm
 
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     cleaner, jstats = BookCleaner(cfg), JsonlStats()
     tmp = _temp_name(output_path)
+    pending: collections.deque = collections.deque()
+
+    def texts_of(batches):
+        for batch in batches:
+            pending.append(batch)
+            yield [record[text_key] for _, record in batch]
+
+    batches = _book_batches(read_jsonl(input_path, strict=strict, stats=jstats), text_key, jstats, strict,
+                            input_path)
+    pool = worker_context().Pool(workers, _init_cleaner, (cfg,)) if workers > 1 else None
     try:
-        with open_text_out(tmp) as out:
-            for line_no, record in tqdm(read_jsonl(input_path, strict=strict, stats=jstats), unit="books",
-                                        desc="clean_books", disable=not progress):
-                text = record.get(text_key)
-                if not isinstance(text, str):
-                    jstats.add_issue(line_no, f"missing string key {text_key!r}")
-                    if strict:
-                        raise ValueError(f"{input_path}:{line_no}: missing string key {text_key!r}")
-                    continue
-                cleaned = cleaner.clean(text)
-                if cleaned is not None:
-                    out.write(json.dumps({**record, text_key: cleaned}, ensure_ascii=False) + "\n")
+        if pool is None:
+            results = (_clean_texts(texts, cleaner) for texts in texts_of(batches))
+        else:
+            results = ordered_bounded_map(pool, _clean_texts, texts_of(batches), 2 * workers)
+        with open_text_out(tmp) as out, tqdm(unit="books", desc="clean_books", disable=not progress) as bar:
+            for cleaned, batch_stats in results:
+                if pool is not None:
+                    cleaner.stats.merge(batch_stats)
+                for (_, record), text in zip(pending.popleft(), cleaned):
+                    if text is not None and cleaner.accept(text) is not None:
+                        out.write(json.dumps({**record, text_key: text}, ensure_ascii=False) + "\n")
+                bar.update(len(cleaned))
         os.replace(tmp, output_path)
     finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
         if os.path.exists(tmp):
             os.remove(tmp)
     return cleaner.stats, jstats
