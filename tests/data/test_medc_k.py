@@ -228,3 +228,33 @@ def test_clean_books_counts_records_without_text(tmp_path):
     assert stats.documents_out == 1 and jstats.malformed == 2
     assert [n for n, _ in jstats.issues] == [2, 3]
     assert json.loads((tmp_path / "out.jsonl").read_text())["text"] == "A book."
+
+
+def test_filter_s2orc_split_release_joins_metadata_and_parses(tmp_path, capsys):
+    meta = [{"paper_id": "1", "title": "Sepsis", "abstract": "Lactate matters.", "pmc_id": "PMC11"},
+            {"paper_id": "2", "title": "No PMC", "abstract": "x", "pmc_id": None},
+            {"paper_id": "3", "title": "Asthma", "abstract": None, "pmc_id": "PMC33"},
+            {"paper_id": "4", "title": "Never parsed", "abstract": "y", "pmc_id": "PMC44"}]
+    parses = [{"paper_id": "3", "abstract": [{"text": "Airways narrow."}],
+               "body_text": [{"text": "Steroids help.", "section": "Results"}]},
+              {"paper_id": "2", "body_text": [{"text": "ignored", "section": "S"}]},
+              {"paper_id": "1", "abstract": [], "body_text": [{"text": "Fluids first.", "section": "Intro"}]}]
+    (tmp_path / "metadata_0.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    (tmp_path / "pdf_parses_0.jsonl").write_text("".join(json.dumps(p) + "\n" for p in parses) + "{bad\n")
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import filter_s2orc as tool
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "pmc.jsonl"
+    assert tool.main(["--metadata", str(tmp_path / "metadata_0.jsonl"), "--pdf-parses",
+                      str(tmp_path / "pdf_parses_0.jsonl"), "--output", str(out), "--no-progress"]) == 0
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert docs == [{"id": "3", "pmc_id": "PMC33", "title": "Asthma",
+                     "text": "Asthma\n\nAirways narrow.\n\nResults\n\nSteroids help."},
+                    {"id": "1", "pmc_id": "PMC11", "title": "Sepsis",
+                     "text": "Sepsis\n\nLactate matters.\n\nIntro\n\nFluids first."}]
+    printed = capsys.readouterr().out
+    assert "4 papers read, 2 kept" in printed and "1 without a PDF parse" in printed and "1 malformed" in printed
+    with pytest.raises(SystemExit):
+        tool.main(["--input", "a.jsonl", "--metadata", "m.jsonl", "--output", str(out)])

@@ -7,8 +7,9 @@ import os
 
 from megapmc.data.jsonl import JsonlStats, MalformedLineError, open_text_out, read_jsonl
 from megapmc.data.medc_k.books import BookCleanConfig, BookCleaner, BookCleanStats
+from megapmc.data.medc_k.s2orc import (S2orcFilterStats, checked_pmc_id, convert_paper, make_document,
+                                        paper_id)
 from megapmc.data.preprocess import ordered_bounded_map, worker_context
-from megapmc.data.medc_k.s2orc import S2orcFilterStats, convert_paper
 
 
 def _temp_name(path: str) -> str:
@@ -37,6 +38,47 @@ def filter_s2orc(input_path: str, output_path: str, section_headings: bool = Tru
             os.remove(tmp)
     stats.malformed = jstats.malformed
     stats.issues = sorted(stats.issues + jstats.issues)
+    return stats
+
+
+def filter_s2orc_split(metadata_path: str, pdf_parses_path: str, output_path: str, section_headings: bool = True,
+                       strict: bool = False, progress: bool = True) -> S2orcFilterStats:
+    """The S2ORC 2020 layout: keep the PMC papers of a metadata shard, then join their PDF parses on paper_id.
+
+    Papers come out in the parses' order. A PMC paper whose parse is missing is counted (``no_parse``),
+    not written: the corpus is full-text papers.
+    """
+    from tqdm import tqdm
+
+    stats, jstats = S2orcFilterStats(), JsonlStats()
+    metadata: dict[str, tuple[str, dict]] = {}
+    for line_no, record in tqdm(read_jsonl(metadata_path, strict=strict, stats=jstats), unit="papers",
+                                desc="s2orc metadata", disable=not progress):
+        pmc = checked_pmc_id(record, stats, line_no)
+        if pmc is not None and paper_id(record) is not None:
+            metadata[paper_id(record)] = (pmc, record)
+    stats.malformed, stats.issues = jstats.malformed, sorted(stats.issues + jstats.issues)
+    parse_stats = JsonlStats()
+    tmp = _temp_name(output_path)
+    try:
+        with open_text_out(tmp) as out:
+            for _, parse in tqdm(read_jsonl(pdf_parses_path, strict=strict, stats=parse_stats), unit="parses",
+                                 desc="s2orc pdf parses", disable=not progress):
+                found = metadata.pop(paper_id(parse) or "", None)
+                if found is None:
+                    continue
+                pmc, meta = found
+                doc = make_document({"paper_id": paper_id(parse), "metadata": meta, "pdf_parse": parse}, pmc,
+                                    stats, section_headings)
+                if doc is not None:
+                    out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        os.replace(tmp, output_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    stats.no_parse = len(metadata)
+    stats.malformed += parse_stats.malformed
+    stats.issues += [(n, f"[line {n} of {pdf_parses_path}] {reason}") for n, reason in parse_stats.issues]
     return stats
 
 

@@ -6,7 +6,10 @@ Accepted record shapes (one JSON object per line):
   null), ``abstract`` (a string, or a list of ``{"text": ...}`` paragraphs), ``body_text`` (a list of
   ``{"text", "section"}`` paragraphs in reading order);
 * the same with the parts nested: ``metadata`` {title, abstract, pmc_id} and ``pdf_parse`` {abstract, body_text};
-* Semantic Scholar API style ids: ``externalids``/``externalIds`` {"PubMedCentral": "3567245"}.
+* Semantic Scholar API style ids: ``externalids``/``externalIds`` {"PubMedCentral": "3567245"};
+* the S2ORC 2020 release as shipped, metadata and PDF parses in separate files of the same shard, joined
+  on ``paper_id`` (``megapmc.data.medc_k.pipeline.filter_s2orc_split``): only the PMC papers' metadata
+  is held in memory while the parses stream past.
 
 A paper is kept when it has a PMC id and some text. The output record is
 ``{"id", "pmc_id", "title", "text"}``, the text being the title, the abstract and the body paragraphs in
@@ -28,13 +31,15 @@ class S2orcFilterStats:
     no_pmc_id: int = 0
     invalid_pmc_id: int = 0
     no_text: int = 0
+    no_parse: int = 0  # PMC papers of a split release whose PDF parse never came
     malformed: int = 0
     issues: list[tuple[int, str]] = field(default_factory=list)
 
     def format(self, path: str) -> str:
         out = [f"s2orc {path}: {self.papers:,} papers read, {self.kept:,} kept; dropped: "
                f"{self.no_pmc_id:,} without a PMC id, {self.invalid_pmc_id:,} with an unreadable PMC id, "
-               f"{self.no_text:,} without text, {self.malformed:,} malformed lines"]
+               f"{self.no_text:,} without text, {self.no_parse:,} without a PDF parse, "
+               f"{self.malformed:,} malformed lines"]
         out += [f"  {path}:{n}: {reason}" for n, reason in self.issues[:20]]
         return "\n".join(out)
 
@@ -100,9 +105,8 @@ def paper_text(record: dict, section_headings: bool = True) -> str:
     return "\n\n".join(parts)
 
 
-def convert_paper(record: dict, stats: S2orcFilterStats, line_no: int,
-                  section_headings: bool = True) -> dict | None:
-    """The output record for a PMC paper with text, else ``None`` (and ``stats`` says why)."""
+def checked_pmc_id(record: dict, stats: S2orcFilterStats, line_no: int) -> str | None:
+    """``pmc_id(record)``, counting papers without one (or with an unreadable one) in ``stats``."""
     stats.papers += 1
     try:
         pmc = pmc_id(record)
@@ -112,13 +116,28 @@ def convert_paper(record: dict, stats: S2orcFilterStats, line_no: int,
         return None
     if pmc is None:
         stats.no_pmc_id += 1
-        return None
+    return pmc
+
+
+def paper_id(record: dict) -> str | None:
+    value = record.get("paper_id", record.get("corpusid", record.get("id")))
+    return None if value is None else str(value)
+
+
+def make_document(record: dict, pmc: str, stats: S2orcFilterStats, section_headings: bool = True) -> dict | None:
+    """The output record of a PMC paper, or ``None`` (counted) when it has no text."""
     text = paper_text(record, section_headings)
     if not text:
         stats.no_text += 1
         return None
     stats.kept += 1
-    paper_id = record.get("paper_id", record.get("corpusid", record.get("id")))
     title = _nested(record, "title")
-    return {"id": str(paper_id) if paper_id is not None else pmc, "pmc_id": pmc,
-            "title": title if isinstance(title, str) else "", "text": text}
+    return {"id": paper_id(record) or pmc, "pmc_id": pmc, "title": title if isinstance(title, str) else "",
+            "text": text}
+
+
+def convert_paper(record: dict, stats: S2orcFilterStats, line_no: int,
+                  section_headings: bool = True) -> dict | None:
+    """The output record for a PMC paper with text, else ``None`` (and ``stats`` says why)."""
+    pmc = checked_pmc_id(record, stats, line_no)
+    return None if pmc is None else make_document(record, pmc, stats, section_headings)
