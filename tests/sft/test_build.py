@@ -101,6 +101,7 @@ def test_config_errors_name_the_flag(tmp_path, kwargs, message):
         BuildConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_command_line_build_and_preprocess(tmp_path, sample_sft_dir, spm_model):
     d = sample_sft_dir
     out = tmp_path / "medc_i.jsonl"

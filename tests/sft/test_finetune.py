@@ -58,12 +58,13 @@ def test_flag_errors_are_clear(tmp_path, spm_model, capsys):
 @pytest.mark.slow
 def test_instruction_tuning_loss_falls_and_finetune_loads_weights(tmp_path, sft_prefix, spm_model):
     run = tmp_path / "run"
-    assert finetune.main(_args(sft_prefix, spm_model, "--train-iters", "24", "--lr-warmup-iters", "2",
-                               "--save", str(run), "--save-interval", "24", "--log-interval", "4")) == 0
+    assert finetune.main(_args(sft_prefix, spm_model, "--train-iters", "16", "--lr-warmup-iters", "2",
+                               "--save", str(run), "--save-interval", "16", "--log-interval", "4")) == 0
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
-    assert len(losses) == 24
-    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
+    assert len(losses) == 16
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < first - 0.8  # nats: from about 6.1 to under 5
 
     # --finetune: the weights of the run above, with a fresh iteration count and optimizer.
     tuned = tmp_path / "tuned"
@@ -72,4 +73,4 @@ def test_instruction_tuning_loss_falls_and_finetune_loads_weights(tmp_path, sft_
     again = [json.loads(line) for line in (tuned / "metrics.jsonl").read_text().splitlines()]
     again = [m for m in again if "loss" in m]
     assert again[0]["iteration"] == 1
-    assert again[0]["loss"] < 0.8 * losses[0]
+    assert again[0]["loss"] < losses[0] - 0.7  # starts from the tuned weights, not from scratch
