@@ -93,3 +93,16 @@ def test_tied_embeddings_and_extra_buffers_are_handled(tmp_path):
     out = import_from_hf(tmp_path / "src", tmp_path / "ckpt")
     _, (megapmc_state,) = load_megapmc(resolve_checkpoint_dir(out))
     assert torch.equal(megapmc_state["lm_head.weight"][:500], state["model.embed_tokens.weight"])
+
+
+def test_added_tokens_extend_the_exported_vocabulary(spm_model, tmp_path):
+    """PMC-LLaMA-style: a pad token appended after the SentencePiece pieces is row 512 of a 513-row model."""
+    from transformers import AutoTokenizer
+
+    make_hf_model(vocab_size=513, seed=8).save_pretrained(tmp_path / "src")
+    import_from_hf(tmp_path / "src", tmp_path / "ckpt", tp=2)
+    convert(ConvertConfig("megapmc", "hf", tmp_path / "ckpt", tmp_path / "out", tokenizer_model=spm_model,
+                          added_tokens=["[PAD]"], progress=False))
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert len(tokenizer) == 513 and tokenizer.convert_tokens_to_ids("[PAD]") == 512
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["vocab_size"] == 513
