@@ -218,3 +218,16 @@ def layouts_for(config: LlamaConfig, num_gpus: int, micro_batch_size: int, seq_l
             continue
         out.append(estimate_memory(config, tp, num_gpus // tp, micro_batch_size, seq_length, options, optimizer))
     return out
+
+
+def format_layouts(estimates: list[MemoryEstimate], gpu_memory_gib: float, reserve_fraction: float) -> str:
+    """A table of layouts: TP, DP, the breakdown in GiB, and whether each fits the device."""
+    usable = gpu_memory_gib * (1.0 - reserve_fraction)
+    rows = [f"{'TP':>3} {'DP':>4} {'weights':>8} {'grads':>8} {'optim':>8} {'activ':>8} {'total':>8}  "
+            f"fits {gpu_memory_gib:g} GiB (usable {usable:.1f})"]
+    for e in estimates:
+        cells = [e.weights, e.gradients, e.optimizer, e.activations, e.total]
+        rows.append(f"{e.tensor_model_parallel_size:>3} {e.data_parallel_size:>4} "
+                    + " ".join(f"{c / GIB:8.2f}" for c in cells)
+                    + f"  {'yes' if e.fits(gpu_memory_gib, reserve_fraction) else 'no'}")
+    return "\n".join(rows)
