@@ -113,7 +113,7 @@ def check_unit_shapes(tensors: dict[str, torch.Tensor], unit, config: LlamaConfi
 
 
 def _tokenizer_for(cfg: ConvertConfig, loader) -> tuple[Path | None, list[str], dict]:
-    """The SentencePiece model and added tokens an export should carry, and the megapmc tokenizer section."""
+    """The tokenizer (file or directory) and added tokens an export should carry, and the megapmc tokenizer section."""
     section = loader.tokenizer_section if isinstance(loader, MegapmcLoader) else {}
     model = cfg.tokenizer_model
     if model is None and isinstance(loader, HFLoader):
@@ -165,7 +165,7 @@ def convert(cfg: ConvertConfig) -> Path:
         from megapmc.convert.verify import verify_conversion
 
         verify_conversion(cfg.loader, cfg.load_dir, cfg.saver, tmp, dtype=cfg.torch_dtype,
-                          tokenizer_model=tokenizer_model, tolerance=cfg.verify_tolerance,
+                          tokenizer=tokenizer_model, tolerance=cfg.verify_tolerance,
                           vocab_size=config.vocab_size)
     tmp.rename(cfg.save_dir)
     return cfg.save_dir

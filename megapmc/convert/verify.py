@@ -26,13 +26,17 @@ PROMPTS = (
 )
 
 
-def verification_prompts(vocab_size: int, tokenizer_model: Path | None = None, length: int = 12) -> list[torch.Tensor]:
-    """Token ids ``[1, s]`` per prompt: the tokenized PROMPTS, or fixed random ids without a tokenizer."""
-    if tokenizer_model is not None:
-        import sentencepiece as spm
+def verification_prompts(vocab_size: int, tokenizer: Path | None = None, length: int = 12) -> list[torch.Tensor]:
+    """Token ids ``[1, s]`` per prompt: PROMPTS tokenized (BOS first) by ``tokenizer`` (anything megapmc's
+    ``build_tokenizer`` takes), or fixed random ids without one or if it yields ids beyond the model's."""
+    if tokenizer is not None:
+        from megapmc.data.tokenizer import build_tokenizer
 
-        sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
-        return [torch.tensor([[sp.bos_id(), *sp.encode(p)]]) for p in PROMPTS]
+        tok = build_tokenizer(tokenizer)
+        bos = [tok.bos_id] if tok.bos_id is not None else []
+        prompts = [torch.tensor([bos + tok.encode(p)]) for p in PROMPTS]
+        if all(int(p.max()) < vocab_size for p in prompts):
+            return prompts
     generator = torch.Generator().manual_seed(1234)
     return [torch.randint(0, vocab_size, (1, length), generator=generator) for _ in PROMPTS]
 
@@ -111,7 +115,7 @@ def compare_logits(reference: list[torch.Tensor], candidate: list[torch.Tensor])
 
 
 def verify_conversion(source_kind: str, source_dir: Path, target_kind: str, target_dir: Path, *,
-                      dtype: torch.dtype, tokenizer_model: Path | None = None, tolerance: float = 1e-3,
+                      dtype: torch.dtype, tokenizer: Path | None = None, tolerance: float = 1e-3,
                       vocab_size: int | None = None) -> float:
     """Compare logits of both checkpoints; print the largest difference; raise if above
     ``tolerance × max(1, largest logit)``. Returns the largest difference."""
@@ -121,7 +125,7 @@ def verify_conversion(source_kind: str, source_dir: Path, target_kind: str, targ
         loader = open_loader(source_kind, Path(source_dir))
         vocab_size = loader.config.vocab_size
         loader.close()
-    prompts = verification_prompts(vocab_size, tokenizer_model)
+    prompts = verification_prompts(vocab_size, tokenizer)
     reference = SIDES[source_kind](Path(source_dir), prompts, dtype)
     candidate = SIDES[target_kind](Path(target_dir), prompts, dtype)
     diff, scale = compare_logits(reference, candidate)

@@ -78,6 +78,11 @@ def test_bf16_export_and_tokenizer_loads_offline(spm_model, tmp_path):
         again = AutoTokenizer.from_pretrained(tmp_path / f"out{i}")
         assert again(text)["input_ids"] == tokenizer(text)["input_ids"] and again.eos_token_id == sp.eos_id()
 
+    # importing the export records its tokenizer, and --verify prompts with it
+    convert(ConvertConfig("hf", "megapmc", tmp_path / "out", tmp_path / "again", verify=True, progress=False))
+    section = json.loads((tmp_path / "again" / "iter_0000000" / "config.json").read_text())["tokenizer"]
+    assert section["tokenizer_model"] == str((tmp_path / "out").resolve())
+
 
 def test_tied_embeddings_and_extra_buffers_are_handled(tmp_path):
     hf_model = make_hf_model(seed=4)
