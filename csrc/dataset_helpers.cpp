@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -375,9 +376,14 @@ inline T load(const void* base, int64_t i) {
 template <typename In, typename Out, typename Index>
 void gather_impl(const In* tokens, int64_t num_tokens, const void* pointers, const void* sizes, int64_t num_seqs,
                  const int32_t* doc_idx, int64_t num_doc_idx, const Index* sample_idx, int64_t num_rows,
-                 const int64_t* ids, int64_t num_ids, int64_t seq_length, Out* out) {
+                 const int64_t* ids, int64_t num_ids, const int64_t* rows, int64_t num_out_rows, int64_t seq_length,
+                 Out* out) {
   const int64_t width = seq_length + 1;
   for (int64_t j = 0; j < num_ids; ++j) {
+    const int64_t row = rows ? rows[j] : j;
+    if (row < 0 || row >= num_out_rows)
+      throw std::invalid_argument("rows[" + std::to_string(j) + "] = " + std::to_string(row) + " outside out's " +
+                                  std::to_string(num_out_rows) + " rows");
     const int64_t id = ids[j];
     if (id < 0 || id + 1 >= num_rows)
       throw std::invalid_argument("sample id " + std::to_string(id) + " outside the sample index of " +
@@ -386,7 +392,7 @@ void gather_impl(const In* tokens, int64_t num_tokens, const void* pointers, con
     const int64_t last_pos = sample_idx[2 * id + 2], last_offset = sample_idx[2 * id + 3];
     if (pos < 0 || last_pos >= num_doc_idx || pos > last_pos)
       throw std::invalid_argument("sample " + std::to_string(id) + " points outside the document index");
-    Out* o = out + j * width;
+    Out* o = out + row * width;
     int64_t written = 0;
     for (; pos <= last_pos; ++pos, offset = 0) {
       const int64_t doc = doc_idx[pos];
@@ -410,35 +416,38 @@ void gather_impl(const In* tokens, int64_t num_tokens, const void* pointers, con
 template <typename In, typename Out>
 void gather_typed(const py::array& tokens, const py::array& pointers, const py::array& sizes,
                   const py::array_t<int32_t>& doc_idx, const py::array& sample_idx, const py::array_t<int64_t>& ids,
-                  int64_t seq_length, py::array& out) {
+                  const int64_t* rows, int64_t seq_length, py::array& out) {
   const In* t = static_cast<const In*>(tokens.data());
   Out* o = static_cast<Out*>(out.mutable_data());
   const int64_t num_tokens = tokens.shape(0), num_seqs = sizes.shape(0), num_doc_idx = doc_idx.shape(0);
-  const int64_t num_rows = sample_idx.shape(0), num_ids = ids.shape(0);
+  const int64_t num_rows = sample_idx.shape(0), num_ids = ids.shape(0), num_out_rows = out.shape(0);
   py::gil_scoped_release nogil;
   if (sample_idx.dtype().is(py::dtype::of<int32_t>()))
     gather_impl<In, Out, int32_t>(t, num_tokens, pointers.data(), sizes.data(), num_seqs, doc_idx.data(), num_doc_idx,
-                                  static_cast<const int32_t*>(sample_idx.data()), num_rows, ids.data(), num_ids, seq_length, o);
+                                  static_cast<const int32_t*>(sample_idx.data()), num_rows, ids.data(), num_ids, rows, num_out_rows,
+                                  seq_length, o);
   else
     gather_impl<In, Out, int64_t>(t, num_tokens, pointers.data(), sizes.data(), num_seqs, doc_idx.data(), num_doc_idx,
-                                  static_cast<const int64_t*>(sample_idx.data()), num_rows, ids.data(), num_ids, seq_length, o);
+                                  static_cast<const int64_t*>(sample_idx.data()), num_rows, ids.data(), num_ids, rows, num_out_rows,
+                                  seq_length, o);
 }
 
 template <typename In>
 void gather_out(const py::array& tokens, const py::array& pointers, const py::array& sizes,
                 const py::array_t<int32_t>& doc_idx, const py::array& sample_idx, const py::array_t<int64_t>& ids,
-                int64_t seq_length, py::array& out) {
+                const int64_t* rows, int64_t seq_length, py::array& out) {
   if (out.dtype().is(py::dtype::of<int64_t>()))
-    gather_typed<In, int64_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, seq_length, out);
+    gather_typed<In, int64_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, rows, seq_length, out);
   else if (out.dtype().is(tokens.dtype()))
-    gather_typed<In, In>(tokens, pointers, sizes, doc_idx, sample_idx, ids, seq_length, out);
+    gather_typed<In, In>(tokens, pointers, sizes, doc_idx, sample_idx, ids, rows, seq_length, out);
   else
     throw py::value_error("out must be int64 or the token dtype");
 }
 
 void gather_samples(py::array tokens, py::array pointers, py::array sizes,
                     py::array_t<int32_t, py::array::c_style | py::array::forcecast> doc_idx, py::array sample_idx,
-                    py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids, int64_t seq_length, py::array out) {
+                    py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids, int64_t seq_length, py::array out,
+                    std::optional<py::array_t<int64_t, py::array::c_style | py::array::forcecast>> rows) {
   if (tokens.ndim() != 1 || !(tokens.flags() & py::array::c_style)) throw py::value_error("tokens must be a contiguous 1-D array");
   if (pointers.ndim() != 1 || sizes.ndim() != 1 || pointers.shape(0) != sizes.shape(0) ||
       !(pointers.flags() & py::array::c_style) || !(sizes.flags() & py::array::c_style) ||
@@ -449,14 +458,19 @@ void gather_samples(py::array tokens, py::array pointers, py::array sizes,
       !(sample_idx.dtype().is(py::dtype::of<int32_t>()) || sample_idx.dtype().is(py::dtype::of<int64_t>())))
     throw py::value_error("sample_idx must be a contiguous int32 or int64 array of shape [n, 2]");
   if (seq_length < 1) throw py::value_error("seq_length must be >= 1");
-  if (out.ndim() != 2 || out.shape(0) != ids.shape(0) || out.shape(1) != seq_length + 1 || !(out.flags() & py::array::c_style) ||
+  if (rows && (rows->ndim() != 1 || rows->shape(0) != ids.shape(0)))
+    throw py::value_error("rows must be 1-D with one entry per id");
+  if (!rows && out.ndim() >= 1 && out.shape(0) != ids.shape(0))
+    throw py::value_error("out must have one row per id when rows is not given");
+  if (out.ndim() != 2 || out.shape(1) != seq_length + 1 || !(out.flags() & py::array::c_style) ||
       !out.writeable())
-    throw py::value_error("out must be a writeable contiguous array of shape [len(ids), seq_length + 1]");
+    throw py::value_error("out must be a writeable contiguous array of shape [n, seq_length + 1]");
+  const int64_t* r = rows ? rows->data() : nullptr;
   const py::dtype dt = tokens.dtype();
-  if (dt.is(py::dtype::of<uint16_t>())) gather_out<uint16_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, seq_length, out);
-  else if (dt.is(py::dtype::of<int32_t>())) gather_out<int32_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, seq_length, out);
-  else if (dt.is(py::dtype::of<uint8_t>())) gather_out<uint8_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, seq_length, out);
-  else if (dt.is(py::dtype::of<int64_t>())) gather_out<int64_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, seq_length, out);
+  if (dt.is(py::dtype::of<uint16_t>())) gather_out<uint16_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, r, seq_length, out);
+  else if (dt.is(py::dtype::of<int32_t>())) gather_out<int32_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, r, seq_length, out);
+  else if (dt.is(py::dtype::of<uint8_t>())) gather_out<uint8_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, r, seq_length, out);
+  else if (dt.is(py::dtype::of<int64_t>())) gather_out<int64_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, r, seq_length, out);
   else throw py::value_error("token dtype must be uint8, uint16, int32 or int64");
 }
 
@@ -476,6 +490,7 @@ void register_dataset_helpers(py::module_& m) {
   m.def("blend_batch_counts", &blend_batch_counts, py::arg("weights"), py::arg("global_batch_size"),
         py::arg("num_batches"), "[num_batches, K] per-source sample counts of each global batch.");
   m.def("gather_samples", &gather_samples, py::arg("tokens"), py::arg("pointers"), py::arg("sizes"), py::arg("doc_idx"),
-        py::arg("sample_idx"), py::arg("ids"), py::arg("seq_length"), py::arg("out"),
-        "Copy samples `ids` (rows of sample_idx) into out [len(ids), seq_length + 1] (int64 or the token dtype).");
+        py::arg("sample_idx"), py::arg("ids"), py::arg("seq_length"), py::arg("out"), py::arg("rows") = py::none(),
+        "Copy samples `ids` (rows of sample_idx) into rows `rows` (default 0..len(ids)-1) of out [n, seq_length + 1] "
+        "(int64 or the token dtype).");
 }

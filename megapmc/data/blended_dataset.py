@@ -20,7 +20,7 @@ from megapmc import _C
 from megapmc.data.config import DataConfig, resolve_source
 from megapmc.data.data_plan import DataPlan, integer_weights, make_plan, samples_in
 from megapmc.data.gpt_dataset import GPTDataset, split_bounds
-from megapmc.data.index_cache import IndexCache
+from megapmc.data.index_cache import IndexCache, load_mapped
 from megapmc.data.indexed_dataset import IndexedDataset
 from megapmc.parallel.state import ParallelState
 
@@ -91,7 +91,7 @@ class BlendedDataset(torch.utils.data.Dataset):
         self.__dict__.update(state)
         if self._cache_paths is not None:
             for name, path in self._cache_paths.items():
-                setattr(self, name, np.load(path, mmap_mode="r"))
+                setattr(self, name, load_mapped(path))
 
     def __len__(self) -> int:
         return self.num_samples
@@ -110,8 +110,8 @@ class BlendedDataset(torch.utils.data.Dataset):
         local = np.asarray(self.dataset_sample_index[idx])
         out = np.empty((idx.size, self.seq_length + 1), dtype=dtype)  # [n, s+1]
         for k in np.unique(src):
-            mask = src == k
-            out[mask] = self.datasets[k].get_tokens(local[mask], dtype)
+            rows = np.flatnonzero(src == k)
+            self.datasets[k].gather_into(local[rows], out, rows)  # straight into this source's rows
         return out
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from megapmc import _C
-from megapmc.data.index_cache import IndexCache, shard_fingerprint
+from megapmc.data.index_cache import IndexCache, load_mapped, shard_fingerprint
 from megapmc.data.indexed_dataset import IndexedDataset
 
 INDEX_NAMES = ["document_index", "sample_index", "shuffle_index"]
@@ -123,7 +123,7 @@ class GPTDataset(torch.utils.data.Dataset):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if self._cache_paths is not None:
-            self._set_arrays({n: np.load(p, mmap_mode="r") for n, p in self._cache_paths.items()})
+            self._set_arrays({n: load_mapped(p) for n, p in self._cache_paths.items()})
 
     def __len__(self) -> int:
         return self.num_samples
@@ -131,14 +131,18 @@ class GPTDataset(torch.utils.data.Dataset):
     def get_tokens(self, indices, dtype=np.int64) -> np.ndarray:
         """Samples ``indices`` as one ``[len(indices), seq_length + 1]`` array (``dtype``: int64 or the shard's)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((idx.size, self.seq_length + 1), dtype=dtype)  # [n, s+1]
+        self.gather_into(idx, out, None)
+        return out
+
+    def gather_into(self, idx: np.ndarray, out: np.ndarray, rows) -> None:
+        """Write samples ``idx`` into rows ``rows`` of ``out`` (``None``: rows ``0..len(idx)-1``), in C++."""
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_samples):
             bad = idx[(idx < 0) | (idx >= self.num_samples)][0]
             raise IndexError(f"sample {bad} out of range for {self.name} ({self.split}) with {self.num_samples} samples")
         ids = np.asarray(self.shuffle_index[idx], dtype=np.int64)
-        out = np.empty((idx.size, self.seq_length + 1), dtype=dtype)  # [n, s+1]
         _C.gather_samples(self.indexed.tokens, self.indexed.sequence_pointers, self.indexed.sequence_lengths,
-                          self.document_index, self.sample_index, ids, self.seq_length, out)
-        return out
+                          self.document_index, self.sample_index, ids, self.seq_length, out, rows)
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         return {"tokens": torch.from_numpy(self.get_tokens([idx])[0])}

@@ -50,6 +50,11 @@ def cache_key(description: Mapping) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def load_mapped(path: str) -> np.ndarray:
+    """A read-only memory map of a ``.npy`` file as a plain ndarray (``np.memmap`` indexing is slow)."""
+    return np.load(path, mmap_mode="r").view(np.ndarray)
+
+
 def _save_npy(path: str, array: np.ndarray) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -101,7 +106,7 @@ class IndexCache:
         if not self._complete(marker, paths):
             raise RuntimeError(f"rank {self.parallel.rank}: the index cache {marker} is missing after rank 0 "
                                f"built it; is {self.cache_dir} on a file system every rank sees?")
-        return {name: np.load(paths[name], mmap_mode="r") for name in names}
+        return {name: load_mapped(paths[name]) for name in names}
 
     @staticmethod
     def _complete(marker: str, paths: dict[str, str]) -> bool:

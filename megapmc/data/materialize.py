@@ -26,6 +26,7 @@ from tqdm import tqdm
 from megapmc.data.blended_dataset import BlendedDataset
 from megapmc.data.config import MANIFEST_SUFFIX
 from megapmc.data.data_plan import DataPlan, SourcePlan
+from megapmc.data.index_cache import load_mapped
 from megapmc.data.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
 MANIFEST_FORMAT = "megapmc-blended-shards"
@@ -247,7 +248,7 @@ class MaterializedDataset(torch.utils.data.Dataset):
                 raise ValueError(f"shard {prefix} holds {len(ds)} sequences / {ds.num_tokens} tokens, the manifest "
                                  f"says {n} samples of {width} tokens; run tools/inspect_shards.py --verify")
             self._shards.append(ds.tokens.reshape(n, width))  # [n, s+1] view of the mapped .bin
-            self._sources.append(np.load(_shard_paths(prefix)["sources"], mmap_mode="r"))
+            self._sources.append(load_mapped(_shard_paths(prefix)["sources"]))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
