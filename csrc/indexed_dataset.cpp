@@ -210,8 +210,9 @@ IndexHeader validate(const std::string& idx_path, const std::string& bin_path) {
                          " but the lengths before it put it at " + std::to_string(expected_ptr) +
                          " (corrupt lengths or pointers)");
     }
-    expected_ptr += int64_t(len) * h.itemsize;  // len < 2^31, itemsize <= 8: no overflow per step
-    if (expected_ptr < 0) fail(idx_path, "byte pointers overflow int64");
+    const int64_t bytes = int64_t(len) * h.itemsize;  // < 2^34: cannot overflow
+    if (expected_ptr > std::numeric_limits<int64_t>::max() - bytes) fail(idx_path, "byte pointers overflow int64");
+    expected_ptr += bytes;
   }
   int64_t prev = -1;
   for (uint64_t d = 0; d < h.document_count; ++d) {
