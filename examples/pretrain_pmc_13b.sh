@@ -3,11 +3,12 @@
 # mixed 15:4:1 in every global batch; seq 2048, global batch 3200, lr 2e-5, 5 epochs of the books,
 # bf16, activation checkpointing, flash attention; 4 nodes x 8 A100-80GB.
 #
-# Layout: TP=2 x DP=16 with the distributed optimizer and full recompute, the smallest tensor-parallel
-# size that `python tools/estimate_memory.py --model llama-13b --tensor-model-parallel-size 2
-# --data-parallel-size 16 --micro-batch-size 4 --seq-length 2048 --recompute-granularity full
-# --use-distributed-optimizer` fits in 80 GB (TP=1 does not: bf16 weights + fp32 main grads alone are
-# 78 GB). Less TP means less communication inside each layer. Override with TP=..., MBS=....
+# Layout: TP=2 x DP=16, sequence parallel, distributed optimizer, selective recompute, micro-batch 2:
+# what megapmc.model.memory picks (`DRY_RUN=1 bash examples/pretrain_pmc_13b.sh` prints it): 62 GiB per
+# GPU, the smallest TP that fits 80 GB with a 10% reserve. TP=1 needs 79 GiB even with full recompute
+# and micro-batch 1 (bf16 weights + fp32 main grads alone are 73 GiB); selective recompute at
+# micro-batch 4 needs 84 GiB. Less TP means less communication inside each layer; flash attention
+# stores no s x s scores, so selective recompute costs almost nothing. Override with TP=..., MBS=....
 #
 # Environment (the run stops with a message naming what is missing):
 #   BOOKS_PREFIX, PAPERS_PREFIX, GENERAL_PREFIX  indexed datasets (tools/preprocess_data.py output, no .bin/.idx)
@@ -65,7 +66,7 @@ NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-localhost}
 MASTER_PORT=${MASTER_PORT:-6000}
 TP=${TP:-2}
-MBS=${MBS:-4}
+MBS=${MBS:-2}
 TENSORBOARD_DIR=${TENSORBOARD_DIR:-$CHECKPOINT_DIR/tensorboard}
 
 ARGS=(
@@ -73,7 +74,7 @@ ARGS=(
     --tokenizer-model "$TOKENIZER_MODEL"
     --tensor-model-parallel-size "$TP" --sequence-parallel
     --use-distributed-optimizer --overlap-grad-reduce
-    --bf16 --recompute-granularity full --attention-backend auto
+    --bf16 --recompute-granularity selective --attention-backend auto
     --seq-length 2048 --micro-batch-size "$MBS" --global-batch-size 3200
     --data-path 15 "$BOOKS_PREFIX" 4 "$PAPERS_PREFIX" 1 "$GENERAL_PREFIX" --split 969,30,1
     --train-epochs 5 --epoch-source 0

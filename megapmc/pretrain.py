@@ -100,7 +100,7 @@ def data_plan(config: RunConfig):
 
 def dry_run(config: RunConfig, world_size: int) -> str:
     """The resolved configuration, the data plan and the memory estimate, as printed by ``--dry-run``."""
-    from megapmc.model.memory import estimate_memory
+    from megapmc.model.memory import estimate_memory, layouts_for
 
     tp = config.tensor_model_parallel_size
     if world_size % tp:
@@ -116,6 +116,11 @@ def dry_run(config: RunConfig, world_size: int) -> str:
         "\n# memory estimate per GPU",
         str(estimate_memory(config.model, tp, dp, config.training.micro_batch_size, config.training.seq_length,
                             config.model_options, config.optimizer)),
+        f"\n# other layouts of {world_size} GPUs (80 GiB, 10% reserve)",
+        *(f"TP {e.tensor_model_parallel_size} x DP {e.data_parallel_size}: {e.total / 2**30:.1f} GiB"
+          f"{'' if e.fits(80.0) else '  (does not fit)'}"
+          for e in layouts_for(config.model, world_size, config.training.micro_batch_size,
+                               config.training.seq_length, config.model_options, config.optimizer)),
     ])
 
 

@@ -143,7 +143,8 @@ class Trainer:
         self.logger = TrainingLogger(
             config.logging, enabled=parallel.rank == 0, save_dir=config.checkpoint.save,
             train_iters=self.train_iters, start_iteration=self.iteration, world_size=parallel.world_size,
-            flops_per_token=flops_per_token(config.model, tcfg.seq_length),
+            flops_per_token=flops_per_token(config.model, tcfg.seq_length,
+                                            config.model.padded_vocab_size(parallel.tp_size)),
             peak_tflops=self._peak_tflops(),
         )
 
