@@ -25,7 +25,7 @@ from typing import Callable, ContextManager, Iterable, Iterator
 import numpy as np
 
 from megapmc.data.indexed_dataset import IndexedDatasetBuilder, best_dtype, merge_datasets
-from megapmc.data.jsonl import JsonlStats, count_lines, iter_lines, parse_line
+from megapmc.data.jsonl import count_lines, iter_lines, parse_line
 from megapmc.data.tokenizer import build_tokenizer
 
 
