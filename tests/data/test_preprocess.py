@@ -115,7 +115,6 @@ def test_compressed_input_matches_plain(tmp_path, spm_model, docs_file, suffix):
         assert (tmp_path / f"plain_text_document{ext}").read_bytes() == (tmp_path / f"comp_text_document{ext}").read_bytes()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("workers, partitions, suffix", [(2, 1, ".jsonl"), (2, 2, ".jsonl"), (3, 3, ".jsonl.gz")])
 def test_workers_and_partitions_match_one_worker(tmp_path, spm_model, workers, partitions, suffix):
     docs = make_docs(200, seed=1)
@@ -158,7 +157,6 @@ def test_tool_cli(tmp_path, spm_model, docs_file, capsys):
     assert rc == 1 and "none.jsonl does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_killed_run_leaves_no_complete_looking_dataset(tmp_path, spm_model):
     docs = make_docs(400, seed=3) * 40  # long enough to be killed mid-way
     path = write_jsonl(tmp_path / "big.jsonl", [{"text": d} for d in docs])
@@ -176,7 +174,6 @@ def test_killed_run_leaves_no_complete_looking_dataset(tmp_path, spm_model):
     assert not (tmp_path / "killed_text_document.bin").exists()
 
 
-@pytest.mark.slow
 def test_benchmark_rows(spm_model):
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
