@@ -185,3 +185,38 @@ def test_benchmark_rows(spm_model):
                                             "raw tokenizer, 2 thread(s)", "preprocess_data.py --workers 2"]
     assert all(r["tokens_per_s"] > 0 and r["tokens_per_cpu_s"] > 0 for r in rows)
     assert "tokens/CPU-s" in bench_preprocess.format_rows(rows)
+
+
+def test_bounded_map_reads_ahead_only_a_little():
+    """The reader never runs more than ``max_in_flight`` batches ahead of the writer (constant memory)."""
+    from multiprocessing.pool import ThreadPool
+
+    from megapmc.data.preprocess import ordered_bounded_map
+
+    pulled = []
+
+    def items():
+        for i in range(100):
+            pulled.append(i)
+            yield i
+
+    with ThreadPool(2) as pool:
+        for consumed, result in enumerate(ordered_bounded_map(pool, lambda x: x * x, items(), max_in_flight=4)):
+            assert result == consumed * consumed
+            assert len(pulled) - consumed <= 4
+
+
+def test_hugging_face_tokenizer_in_workers(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(medical_sentences(500), trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    docs = make_docs(60, seed=4)
+    path = write_jsonl(tmp_path / "in.jsonl", [{"text": d} for d in docs])
+    run(tmp_path, path, tmp_path / "tokenizer.json", workers=2, append_eod=True, prepend_bos=True, batch_size=8)
+    got, _ = read_all(str(tmp_path / "out_text_document"))
+    want = [[1] + tok.encode(d, add_special_tokens=False).ids + [2] for d in docs]
+    assert got == want
