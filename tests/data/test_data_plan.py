@@ -58,6 +58,7 @@ def test_plan_errors():
         integer_weights([1, 0])
 
 
+@pytest.mark.slow
 def test_cli_plans_the_paper_from_token_counts():
     out = subprocess.run(
         [sys.executable, str(ROOT / "tools/data_plan.py"), "--tokens-per-source", "4e9,75e9,1.2e12",

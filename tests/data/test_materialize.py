@@ -133,3 +133,17 @@ def test_checksum_verification_catches_a_flipped_byte(live, tmp_path):
     assert result.returncode == 1
     assert "FAILED" in result.stdout and "blend_00001.bin" in result.stdout
     assert "sample 41 (global batch 2) from" in result.stdout
+
+
+def test_sources_of_different_dtypes_are_written_in_the_wider_one(tmp_path):
+    from blend_helpers import random_docs, write_shard
+
+    narrow = write_shard(tmp_path / "books_text_document", random_docs(60, seed=0, base=3000))
+    wide = write_shard(tmp_path / "big_text_document", random_docs(60, seed=1, base=70000), dtype=np.int32)
+    config = DataConfig(["3", narrow, "1", wide], split="1", cache_dir=str(tmp_path / "cache"))
+    train, _, _, plan = build_pretraining_datasets(config, 8, 8, 64, None, 1, ParallelState.single(), verbose=False)
+    manifest_path = build_blended_shards(train, str(tmp_path / "mixed"), 1 << 20, {}, plan, progress=False)
+    assert load_manifest(manifest_path)["dtype"] == "int32"
+    shards = MaterializedDataset(manifest_path)
+    np.testing.assert_array_equal(shards.get_tokens(np.arange(64)), train.get_tokens(np.arange(64)))
+    assert (shards.get_tokens(np.arange(64)) >= 70000).any()
