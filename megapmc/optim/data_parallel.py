@@ -84,12 +84,17 @@ class DataParallel(nn.Module):
 
     def _grad_ready_hook(self, param: nn.Parameter) -> None:
         # Runs once per backward, after autograd has accumulated this parameter's gradient.
+        bucket = self._buffer_of[id(param)].bucket_of(param)
+        if bucket.grad_sync_started or self._grads_synced:
+            raise RuntimeError(
+                "DataParallel: a gradient arrived after its bucket was already reduced across data-parallel "
+                "ranks; run every micro-batch but the last under ddp.no_sync(), and zero the gradients "
+                "(optimizer.zero_grad()) before the next iteration's first backward"
+            )
         param.main_grad.add_(param.grad)
         param.grad = None
-        if self._sync_enabled and self.config.overlap_grad_reduce:
-            bucket = self._buffer_of[id(param)].bucket_of(param)
-            if bucket.mark_grad_ready(param):
-                bucket.start_grad_sync(async_op=True)
+        if self._sync_enabled and self.config.overlap_grad_reduce and bucket.mark_grad_ready(param):
+            bucket.start_grad_sync(async_op=True)
 
     def finish_grad_sync(self) -> None:
         """Finish (or start and finish) every bucket's DP reduction. Idempotent until the next ``zero_grad_buffer``. Buckets whose gradients

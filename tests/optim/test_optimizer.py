@@ -88,6 +88,18 @@ def test_gradient_accumulation_equals_one_big_batch():
         torch.testing.assert_close(p.main_grad, q.main_grad, rtol=1e-6, atol=1e-7)
 
 
+def test_backward_after_the_sync_is_an_error_not_a_silent_wrong_gradient():
+    model = TinyLM()
+    ddp = DataParallel(model, OptimizerConfig(), ParallelState.single())
+    tokens, labels = _batch(0)
+    ddp(tokens, labels).mean().backward()  # last micro-batch: buckets reduced from the hooks
+    with pytest.raises(RuntimeError, match="no_sync"):
+        ddp(tokens, labels).mean().backward()
+    ddp.zero_grad_buffer()
+    ddp(tokens, labels).mean().backward()
+    ddp.finish_grad_sync()
+
+
 def test_nan_gradient_skips_the_step_and_leaves_everything_untouched():
     torch.manual_seed(0)
     model = TinyLM()
