@@ -8,6 +8,7 @@ with a one-line notice: a missing package never stops a run.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -101,6 +102,12 @@ def _select_op(op: str, requested: str, device: torch.device, notices: list[str]
     return fallback, _try_load(op, fallback, device)[0]
 
 
+@functools.lru_cache(maxsize=None)
+def _notice(message: str) -> None:
+    """Log each distinct notice once per process (models are often built several times)."""
+    logger.warning(message)
+
+
 def select_kernels(config: KernelConfig, device) -> Kernels:
     """Resolve ``config`` for ``device`` (meta counts as CPU); log one line if anything was missing."""
     device = torch.device(device)
@@ -110,6 +117,5 @@ def select_kernels(config: KernelConfig, device) -> Kernels:
         requested = config.attention_backend if op == "attention" else config.kernel_backend
         names[op], impls[op] = _select_op(op, requested, device, notices)
     if notices:
-        logger.warning("megapmc kernels: %s (chosen: %s)", "; ".join(notices),
-                       ", ".join(f"{k}={v}" for k, v in names.items()))
+        _notice(f"megapmc kernels: {'; '.join(notices)} (chosen: {', '.join(f'{k}={v}' for k, v in names.items())})")
     return Kernels(names=names, **impls)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from megapmc.kernels import KernelConfig, Kernels, select_kernels
+from megapmc.kernels import KernelConfig, Kernels, registry, select_kernels
 from megapmc.kernels.attention import segment_causal_mask
 from megapmc.kernels.rope import rope_reference
 from megapmc.kernels.verify import Shapes, compare
@@ -22,12 +22,16 @@ def test_auto_on_cpu_is_sdpa_and_the_references():
 
 
 def test_unavailable_backend_is_a_one_line_notice_not_a_crash(caplog):
+    registry._notice.cache_clear()  # each distinct notice is logged once per process
     with caplog.at_level(logging.WARNING, logger="megapmc.kernels"):
         kernels = select_kernels(KernelConfig(attention_backend="flash", kernel_backend="liger"), "cpu")
     assert kernels.names["attention"] == "sdpa" and kernels.names["rms_norm"] == "torch"
     notices = [r.getMessage() for r in caplog.records]
     assert len(notices) == 1 and "\n" not in notices[0]
     assert "flash needs a CUDA device" in notices[0] and "liger needs a CUDA device" in notices[0]
+    with caplog.at_level(logging.WARNING, logger="megapmc.kernels"):
+        select_kernels(KernelConfig(attention_backend="flash", kernel_backend="liger"), "cpu")
+    assert len(caplog.records) == 1, "a repeated notice is logged once"
 
 
 def test_bad_backend_name_names_the_flag():
