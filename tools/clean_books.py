@@ -8,7 +8,6 @@ import argparse
 import json
 import sys
 
-from megapmc.data.jsonl import MalformedLineError
 from megapmc.data.medc_k.books import RULES, BookCleanConfig
 from megapmc.data.medc_k.pipeline import clean_books
 
@@ -30,7 +29,7 @@ def main(argv=None) -> int:
         cfg = BookCleanConfig(min_header_repeats=args.min_header_repeats, disabled_rules=tuple(args.disable))
         stats, jstats = clean_books(args.input, args.output, cfg, text_key=args.text_key, strict=args.strict,
                                     progress=not args.no_progress, workers=args.workers)
-    except (FileNotFoundError, MalformedLineError, ValueError) as e:
+    except (OSError, ValueError) as e:  # MalformedLineError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(stats.format())

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
             stats = filter_s2orc_split(args.metadata, args.pdf_parses, args.output,
                                        section_headings=not args.no_section_headings, strict=args.strict,
                                        progress=not args.no_progress)
-    except (FileNotFoundError, MalformedLineError) as e:
+    except (OSError, MalformedLineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(stats.format(args.input or args.metadata))

@@ -7,7 +7,7 @@ Flags and output names follow Megatron-LM's tools/preprocess_data.py. Example:
 import argparse
 import sys
 
-from megapmc.data.preprocess import PreprocessConfig, PreprocessError, preprocess
+from megapmc.data.preprocess import PreprocessConfig, preprocess
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
             progress=not args.no_progress,
         )
         summary = preprocess(cfg)
-    except (PreprocessError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # PreprocessError, IndexedDatasetError, missing or unwritable files
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(summary.format(cfg.input))
