@@ -12,6 +12,12 @@ from megapmc.data.medc_k.s2orc import (S2orcFilterStats, checked_pmc_id, convert
 from megapmc.data.preprocess import ordered_bounded_map, worker_context
 
 
+def _require_files(*paths: str) -> None:
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"input file {path} does not exist")
+
+
 def _temp_name(path: str) -> str:
     # Keep the compression suffix last so open_text_out still picks the codec.
     head, name = os.path.split(path)
@@ -23,6 +29,7 @@ def filter_s2orc(input_path: str, output_path: str, section_headings: bool = Tru
     """Keep the S2ORC papers with a PubMed Central id; write one ``{"id", "pmc_id", "title", "text"}`` per line."""
     from tqdm import tqdm
 
+    _require_files(input_path)
     stats, jstats = S2orcFilterStats(), JsonlStats()
     tmp = _temp_name(output_path)
     try:
@@ -50,6 +57,7 @@ def filter_s2orc_split(metadata_path: str, pdf_parses_path: str, output_path: st
     """
     from tqdm import tqdm
 
+    _require_files(metadata_path, pdf_parses_path)
     stats, jstats = S2orcFilterStats(), JsonlStats()
     metadata: dict[str, tuple[str, dict]] = {}
     for line_no, record in tqdm(read_jsonl(metadata_path, strict=strict, stats=jstats), unit="papers",
@@ -128,6 +136,7 @@ def clean_books(input_path: str, output_path: str, cfg: BookCleanConfig | None =
 
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    _require_files(input_path)
     cleaner, jstats = BookCleaner(cfg), JsonlStats()
     tmp = _temp_name(output_path)
     pending: collections.deque = collections.deque()
