@@ -47,9 +47,10 @@ python tools/preprocess_sft.py --input "$RUN_DIR/data/medc_i.jsonl" --tokenizer-
 ARGS=(
     --model tiny --tokenizer-model "$TOKENIZER_MODEL" --tensor-model-parallel-size "$TP"
     --data-path "$RUN_DIR/data/medc_i" --packing --num-workers 0
-    --seq-length 256 --micro-batch-size 2 --global-batch-size 8 --train-epochs "$TRAIN_EPOCHS"
+    --max-position-embeddings 512 --seq-length 512 --micro-batch-size 2 --global-batch-size 4
+    --train-epochs "$TRAIN_EPOCHS"
     --lr 3e-3 --min-lr 3e-4 --lr-decay-style cosine --lr-warmup-iters 2 --weight-decay 0.0 --clip-grad 1.0
-    --save "$RUN_DIR/checkpoints" --load "$RUN_DIR/checkpoints" --save-interval 10 --keep-last-checkpoints 2
+    --save "$RUN_DIR/checkpoints" --load "$RUN_DIR/checkpoints" --save-interval 20 --keep-last-checkpoints 2
     --log-interval 2 --eval-interval 0 --tensorboard-dir "$RUN_DIR/tensorboard" --seed 1234
 )
 if [[ -n "${PRETRAINED_CKPT:-}" ]]; then
