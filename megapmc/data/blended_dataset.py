@@ -180,7 +180,8 @@ def build_pretraining_datasets(data_config: DataConfig, seq_length: Optional[int
 
         return open_materialized(data_config.manifest, seq_length, global_batch_size, train_samples, train_epochs,
                                  seed, verbose=verbose and parallel.rank == 0)
-
+    if seq_length is None or seed is None:
+        raise ValueError("seq_length and seed must be given, in DataConfig or as arguments")
     sources = data_config.sources
     names = [s.name for s in sources]
     weights = [s.weight for s in sources]

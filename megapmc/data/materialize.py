@@ -106,8 +106,10 @@ def build_blended_shards(dataset: BlendedDataset, output_prefix: str, shard_size
         "shard_samples": shard_samples, "plan": plan.to_dict() if plan is not None else None,
         "batch_counts": [], "shards": [],
     }
-    identity = {k: manifest[k] for k in ("settings", "dtype", "seq_length", "global_batch_size",
-                                         "micro_batch_size", "num_samples", "sources", "shard_samples")}
+    # Compared as JSON sees them, since the previous manifest was read back from JSON.
+    identity = json.loads(json.dumps({k: manifest[k] for k in ("settings", "dtype", "seq_length", "global_batch_size",
+                                                               "micro_batch_size", "num_samples", "sources",
+                                                               "shard_samples")}))
     if os.path.isfile(manifest_path):
         with open(manifest_path) as f:
             previous = json.load(f)
@@ -133,7 +135,7 @@ def build_blended_shards(dataset: BlendedDataset, output_prefix: str, shard_size
     for entry in manifest["shards"]:
         per_source += np.asarray(entry["source_samples"], dtype=np.int64)
     manifest["source_samples"] = {n: int(c) for n, c in zip(names, per_source)}
-    manifest["source_tokens"] = {n: int(c) * seq for n, c in zip(names, per_source)}
+    manifest["source_tokens"] = {n: int(c) * seq for n, c in zip(names, per_source)}  # trained on: samples x seq
     manifest["complete"] = True
     _write_json(manifest_path, manifest)
     return manifest_path
