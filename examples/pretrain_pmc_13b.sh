@@ -26,6 +26,12 @@
 #                            --master-addr <node 0> --master-port 6000 examples/pretrain_pmc_13b.sh
 #   Slurm:               sbatch examples/pretrain_pmc_13b.slurm
 #   check, no GPU:       DRY_RUN=1 bash examples/pretrain_pmc_13b.sh   (config, data plan, memory estimate)
+# An iteration (3200 x 2048 tokens) takes about 100 s on 32 A100s at 50% MFU, so --save-interval 50
+# risks at most ~1.4 h; a checkpoint is ~180 GB (bf16 weights + fp32 optimizer shards), 3 are kept.
+# Preemption: SIGTERM or SIGUSR1 to the training processes makes every rank finish its iteration, save
+# and exit 0 (Slurm's --signal does this, see the .slurm file). A SIGTERM to torchrun itself is
+# forwarded to the ranks, but torchrun kills them 30 s later, which may cut the save short; the
+# previous checkpoint then stays the latest.
 # Extra arguments are passed on to `python -m megapmc.pretrain` (they win over the ones below).
 set -euo pipefail
 
@@ -81,8 +87,8 @@ ARGS=(
     --lr 2e-5 --min-lr 2e-6 --lr-decay-style cosine --lr-warmup-fraction 0.01
     --weight-decay 0.1 --adam-beta1 0.9 --adam-beta2 0.95 --adam-eps 1e-8 --clip-grad 1.0
     --pretrained-checkpoint "$LLAMA_CKPT" --load "$CHECKPOINT_DIR" --save "$CHECKPOINT_DIR"
-    --save-interval 200 --keep-last-checkpoints 3
-    --log-interval 1 --eval-interval 200 --eval-iters 10 --tensorboard-dir "$TENSORBOARD_DIR"
+    --save-interval 50 --keep-last-checkpoints 3
+    --log-interval 1 --eval-interval 100 --eval-iters 10 --tensorboard-dir "$TENSORBOARD_DIR"
     --seed 1234
 )
 [[ -n "${DATA_CACHE_PATH:-}" ]] && ARGS+=(--data-cache-path "$DATA_CACHE_PATH")

@@ -41,9 +41,9 @@ from megapmc.parallel.state import ParallelState
 
 TRACKER_NAME = "latest_checkpointed_iteration.txt"
 # Fields that fix the parameter shapes: a checkpoint with other values cannot be loaded into this model.
+# The padded vocabulary is compared too: it, not make_vocab_size_divisible_by, sets the embedding rows.
 SHAPE_FIELDS = (
-    "num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "ffn_hidden_size",
-    "vocab_size", "make_vocab_size_divisible_by",
+    "num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "ffn_hidden_size", "vocab_size",
 )
 RESHARD_HINT = (
     "reshard it with `python tools/convert_checkpoint.py --loader megapmc --saver megapmc --load-dir {src} "
@@ -266,6 +266,12 @@ def check_compatible(saved: dict, model_config: dict, tensor_model_parallel_size
         for name in SHAPE_FIELDS
         if saved_model.get(name) != model_config.get(name)
     ]
+    if not diffs:
+        padded = [_padded_vocab(m, tensor_model_parallel_size) for m in (saved_model, model_config)]
+        if padded[0] != padded[1]:
+            diffs.append(f"padded vocabulary (make_vocab_size_divisible_by x TP): checkpoint {padded[0]}, "
+                         f"this run {padded[1]}; set --make-vocab-size-divisible-by "
+                         f"{saved_model.get('make_vocab_size_divisible_by')}")
     if diffs:
         raise CheckpointError(
             f"{path} holds a model of another shape than this run's:\n  " + "\n  ".join(diffs)
@@ -278,6 +284,13 @@ def check_compatible(saved: dict, model_config: dict, tensor_model_parallel_size
             f"{tensor_model_parallel_size}; run with {saved_tp}, or "
             + RESHARD_HINT.format(src=path, tp=tensor_model_parallel_size)
         )
+
+
+def _padded_vocab(model: dict, tp: int) -> int | None:
+    if model.get("vocab_size") is None or model.get("make_vocab_size_divisible_by") is None:
+        return None
+    multiple = model["make_vocab_size_divisible_by"] * tp
+    return -(-model["vocab_size"] // multiple) * multiple
 
 
 def _check_tensor_shapes(loaded: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:
