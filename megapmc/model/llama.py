@@ -46,8 +46,8 @@ class TransformerOptions:
     sequence_parallel: bool = False
 
     def __post_init__(self):
-        self.kernel_config  # validates the backend names
-        self.recompute_config
+        KernelConfig(self.attention_backend, self.kernel_backend)  # raise now on a bad flag value
+        RecomputeConfig(self.recompute_granularity, self.recompute_method, self.recompute_num_layers)
 
     @property
     def kernel_config(self) -> KernelConfig:
@@ -171,10 +171,11 @@ class LlamaModel(nn.Module):
         parallel = parallel or ParallelState.single()
         options = options or TransformerOptions()
         config.check_tensor_parallel(parallel.tp_size)
-        if kernels is None:
-            kernel_device = device if device not in (None, "meta") else (
-                "cuda" if torch.cuda.is_available() else "cpu")
-            kernels = select_kernels(options.kernel_config, kernel_device)
+        if kernels is None:  # built in place: choose for that device (meta: the one the model will run on)
+            on = torch.device(device) if device is not None else torch.device("meta")
+            if on.type == "meta":
+                on = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            kernels = select_kernels(options.kernel_config, on)
         self.config, self.parallel, self.options, self.kernels = config, parallel, options, kernels
         self.sequence_parallel = options.sequence_parallel and parallel.tp_size > 1
         padded_vocab = config.padded_vocab_size(parallel.tp_size)
@@ -234,6 +235,9 @@ class LlamaModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                 segment_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         b, s = input_ids.shape
+        if self.sequence_parallel and s % self.parallel.tp_size:
+            raise ValueError(f"--sequence-parallel splits the sequence over {self.parallel.tp_size} TP ranks: "
+                             f"sequence length {s} must be divisible by --tensor-model-parallel-size")
         x = self.embed_tokens(input_ids.t())  # [b, s] -> [s, b] -> [s, b, h] (or [s/tp, b, h] with SP)
         cos, sin = self.rotary(position_ids, s, x.device, x.dtype)  # [s, b|1, 1, d]
         mask = self.kernels.attention.prepare(segment_ids, s, x.device)
