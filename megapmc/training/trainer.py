@@ -168,7 +168,8 @@ class Trainer:
         ccfg = self.config.checkpoint
         ckpt_dir, full = None, False
         # `--save X --load X` on the first launch of a run: nothing to resume yet.
-        first_launch = ccfg.load is not None and ccfg.load == ccfg.save and not Path(ccfg.load).exists()
+        first_launch = (ccfg.load is not None and ccfg.save is not None and not Path(ccfg.load).exists()
+                        and Path(ccfg.load).resolve() == Path(ccfg.save).resolve())
         if ccfg.load is not None and not first_launch:
             ckpt_dir = resolve_checkpoint_dir(ccfg.load)
             full = ckpt_dir is not None and not ccfg.finetune
