@@ -2,14 +2,18 @@
 With TP > 1 the model always uses ``megapmc.parallel.cross_entropy.vocab_parallel_cross_entropy``.
 
 Every backend takes ``logits [..., V]`` (padded columns already ``-inf``) and ``target [...]`` and returns
-the fp32 loss of shape ``target.shape``. Backends: ``torch`` (reference, fp32), ``compile``, ``liger``
-(liger-kernel's Triton kernel, which computes the gradient during the forward and never materialises
-an fp32 copy of the logits).
+the fp32 loss of shape ``target.shape``. Backends: ``torch`` (reference: ``F.cross_entropy`` in fp32),
+``single_pass`` (megapmc's vocab-parallel cross-entropy on one rank: it keeps the softmax from the forward
+as the gradient buffer, so backward is one in-place update; about 2× faster than the reference on the
+CPU), ``compile``, ``liger`` (liger-kernel's Triton kernel, which computes the gradient during the
+forward and never materialises an fp32 copy of the logits).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from megapmc.parallel.cross_entropy import vocab_parallel_cross_entropy
 
 
 def cross_entropy_reference(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -32,8 +36,13 @@ def _load_liger():
     return cross_entropy
 
 
+def cross_entropy_single_pass(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return vocab_parallel_cross_entropy(logits, target)
+
+
 BACKENDS = {
     "torch": lambda: cross_entropy_reference,
+    "single_pass": lambda: cross_entropy_single_pass,
     "compile": lambda: torch.compile(cross_entropy_reference),
     "liger": _load_liger,
 }

@@ -33,10 +33,10 @@ _AUTO_CUDA = {
     "rms_norm": ("liger", "apex", "compile", "torch"),
     "swiglu": ("liger", "compile", "torch"),
     "rope": ("liger", "compile", "torch"),
-    "cross_entropy": ("liger", "torch"),
+    "cross_entropy": ("liger", "single_pass"),
 }
 _AUTO_CPU = {"attention": ("sdpa",), "rms_norm": ("torch",), "swiglu": ("torch",), "rope": ("torch",),
-             "cross_entropy": ("torch",)}
+             "cross_entropy": ("single_pass",)}
 _REFERENCE = {"attention": "math", "rms_norm": "torch", "swiglu": "torch", "rope": "torch",
               "cross_entropy": "torch"}
 _MODULES = {"attention": attention, "rms_norm": rmsnorm, "swiglu": swiglu, "rope": rope,

@@ -17,7 +17,7 @@ SMALL = Shapes(batch=2, seq=32, heads=4, kv_heads=2, head_dim=16, hidden=64, ffn
 def test_auto_on_cpu_is_sdpa_and_the_references():
     kernels = select_kernels(KernelConfig(), "cpu")
     assert kernels.names == {"attention": "sdpa", "rms_norm": "torch", "swiglu": "torch", "rope": "torch",
-                             "cross_entropy": "torch"}
+                             "cross_entropy": "single_pass"}
     assert Kernels.reference().names["attention"] == "math"
 
 
@@ -45,6 +45,12 @@ def test_bad_backend_name_names_the_flag():
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_sdpa_matches_math_with_gqa(packed, dtype, tol):
     errors = compare("attention", "sdpa", "cpu", dtype, SMALL, packed=packed)
+    assert errors["forward"] < tol and errors["backward"] < tol, errors
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
+def test_single_pass_cross_entropy_matches_reference(dtype, tol):
+    errors = compare("cross_entropy", "single_pass", "cpu", dtype, SMALL)
     assert errors["forward"] < tol and errors["backward"] < tol, errors
 
 
