@@ -28,11 +28,17 @@ def _toy_rank(rank, world_size, argv):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_dp2_with_loss_masks_equals_one_process(tmp_path):
+def test_dp2_with_loss_masks_and_a_restart_equals_one_process(tmp_path):
     """Masks keep different token counts per sample: the loss must be the token mean over the whole global
-    batch, whichever rank and micro-batch holds a sample (DP=2 × 2 micro-batches vs 1 rank × 4)."""
-    flags = COMMON + ["--micro-batch-size", "1", "--global-batch-size", "4", "--train-iters", "3", "--toy-masks"]
-    run_distributed(_toy_rank, 2, flags + ["--save", str(tmp_path / "dp2")])
+    batch, whichever rank and micro-batch holds a sample (DP=2 × 2 micro-batches vs 1 rank × 4). The DP=2
+    run stops after iteration 2 and resumes, so its distributed-optimizer shards go through a checkpoint."""
+    flags = COMMON + ["--micro-batch-size", "1", "--global-batch-size", "4", "--train-iters", "3", "--toy-masks",
+                      "--use-distributed-optimizer"]
+    dp2 = ["--save", str(tmp_path / "dp2"), "--load", str(tmp_path / "dp2")]
+    run_distributed(_toy_rank, 2, flags + dp2 + ["--exit-interval", "2"])
+    assert {p.name for p in (tmp_path / "dp2" / "iter_0000002").glob("optim_*")} == {
+        "optim_tp00_dp00.safetensors", "optim_tp00_dp01.safetensors"}
+    run_distributed(_toy_rank, 2, flags + dp2)
     torch.set_num_threads(1)
     toy_main(flags + ["--save", str(tmp_path / "dp1")])
     dp2, _ = read_metrics(tmp_path / "dp2" / METRICS_NAME)
