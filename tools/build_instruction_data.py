@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                             relation_caps=_pairs(args.umls_relation_cap, "--umls-relation-cap", int),
                             relation_types=tuple(args.umls_relations) if args.umls_relations else None,
                             sources=tuple(args.umls_sources) if args.umls_sources else None,
-                            max_srl=args.umls_max_srl, seed=args.seed),
+                            max_srl=args.umls_max_srl, seed=args.seed,
+                            progress=not args.no_progress_bar),
             medc_i=args.medc_i, caps=_pairs(args.cap, "--cap", int), weights=_pairs(args.weight, "--weight", float),
             seed=args.seed, strict=args.strict)
     except (ValueError, FileNotFoundError) as e:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from tqdm import tqdm
+
 from megapmc.sft.sources.common import BottomK, InstructionRecord, Problems, seeded_choice
 
 DEFINITION_INSTRUCTIONS = [
@@ -66,6 +68,7 @@ class UmlsConfig:
     sources: tuple[str, ...] | None = None  # restrict names/definitions/relations to these SABs
     max_srl: int | None = None  # license restriction level: 0 keeps only unrestricted sources' names
     seed: int = 1234
+    progress: bool = False  # a row counter per RRF file (the real ones take minutes)
 
     def __post_init__(self):
         if self.max_definitions is not None and self.max_definitions < 0:
@@ -83,9 +86,10 @@ class UmlsConfig:
         return self.source_priority.index(sab) if sab in self.source_priority else len(self.source_priority)
 
 
-def _rows(path: Path, n_fields: int, source: str, problems: Problems) -> Iterator[tuple[int, list[str]]]:
+def _rows(path: Path, n_fields: int, source: str, problems: Problems,
+          progress: bool = False) -> Iterator[tuple[int, list[str]]]:
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line_no, line in enumerate(f, start=1):
+        for line_no, line in enumerate(tqdm(f, desc=path.name, unit=" rows", disable=not progress), start=1):
             line = line.rstrip("\r\n")
             if not line:
                 continue
@@ -102,7 +106,7 @@ def read_names(mrconso: str | Path, config: UmlsConfig, problems: Problems,
                source: str = "umls") -> dict[str, str]:
     """``{CUI: preferred English name}`` over non-suppressed atoms (see the module docstring)."""
     best: dict[str, tuple[tuple, str]] = {}
-    for _, c in _rows(Path(mrconso), _MRCONSO_FIELDS, source, problems):
+    for _, c in _rows(Path(mrconso), _MRCONSO_FIELDS, source, problems, config.progress):
         cui, lat, ts, stt, ispref, aui, sab, name, srl, suppress = (
             c[0], c[1], c[2], c[4], c[6], c[7], c[11], c[14], c[15], c[16])
         if lat != "ENG" or suppress != "N" or not name.strip():
@@ -125,7 +129,7 @@ def read_definitions(mrdef: str | Path, names: dict[str, str], config: UmlsConfi
                      source: str = "umls") -> dict[str, str]:
     """``{CUI: definition}`` for named concepts, one chosen per concept by source priority then ATUI."""
     best: dict[str, tuple[tuple, str]] = {}
-    for _, c in _rows(Path(mrdef), _MRDEF_FIELDS, source, problems):
+    for _, c in _rows(Path(mrdef), _MRDEF_FIELDS, source, problems, config.progress):
         cui, atui, sab, text, suppress = c[0], c[2], c[4], c[5], c[6]
         if cui not in names or suppress != "N":
             continue
@@ -158,7 +162,7 @@ def sample_relations(mrrel: str | Path, names: dict[str, str], config: UmlsConfi
     """``{relation type: [(CUI2, CUI1), ...]}``: per type a seeded sample of distinct, named pairs."""
     stats = Counter() if stats is None else stats
     samples: dict[str, BottomK] = {}
-    for _, c in _rows(Path(mrrel), _MRREL_FIELDS, source, problems):
+    for _, c in _rows(Path(mrrel), _MRREL_FIELDS, source, problems, config.progress):
         cui1, rel, cui2, rela, sab, suppress = c[0], c[3], c[4], c[7], c[10], c[14]
         if suppress != "N" or not cui1 or not cui2 or cui1 == cui2:
             continue
