@@ -308,7 +308,9 @@ class Trainer:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item() > 0)
 
-    def run(self) -> TrainResult:
+    def run(self, exit_signal: _ExitSignal | None = None) -> TrainResult:
+        """Train to ``train_iters``. ``exit_signal``: a handler installed before the setup, so that a
+        SIGTERM during it (index building, weight loading) also ends the run cleanly."""
         tcfg, ccfg = self.config.training, self.config.checkpoint
         if self.data.summary:
             self.logger.print(self.data.summary)
@@ -319,12 +321,15 @@ class Trainer:
         train_it = self._loader(self.data.train_dataset, self.consumed_samples)
         if self._rng_state is not None:
             set_rng_state(self._rng_state)  # after every RNG draw of the setup, as in the uninterrupted run
-        handler = _ExitSignal(tcfg.exit_signal_handler)
+        handler = exit_signal or _ExitSignal(tcfg.exit_signal_handler)
         self.model.train()
         exit_reason, last_loss, last_ckpt = "finished", None, None
         samples_per_iter = tcfg.global_batch_size
         start_iteration = self.iteration
         try:
+            if tcfg.exit_signal_handler and self._exit_requested(handler):  # nothing new to save yet
+                self.logger.print(f"exiting at iteration {self.iteration} (signal during setup)")
+                return TrainResult(self.iteration, self.consumed_samples, "signal", None, None)
             while self.iteration < self.train_iters:
                 start = time.perf_counter()
                 micro_batches = [self._prepare(next(train_it)) for _ in range(self.num_micro_batches)]
@@ -392,7 +397,12 @@ def train(config: RunConfig, dataset_provider: DatasetProvider, parallel: Parall
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         parallel = initialize_parallel(config.tensor_model_parallel_size)
     config.training.num_micro_batches(parallel.dp_size)  # fail before building anything
-    _seed_everything(config.training.seed)
-    data = dataset_provider(config, parallel)
-    trainer = Trainer(config, data, parallel)
-    return trainer.run()
+    exit_signal = _ExitSignal(config.training.exit_signal_handler)
+    try:
+        _seed_everything(config.training.seed)
+        data = dataset_provider(config, parallel)
+        trainer = Trainer(config, data, parallel)
+    except BaseException:
+        exit_signal.restore()
+        raise
+    return trainer.run(exit_signal)
