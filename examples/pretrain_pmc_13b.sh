@@ -100,7 +100,6 @@ if [[ -n "${RANK:-}" && -n "${LOCAL_RANK:-}" ]]; then
     # Started by torchrun (or srun with the torchrun variables): this process is one rank.
     exec python -m megapmc.pretrain "${ARGS[@]}" "$@"
 fi
-export CUDA_DEVICE_MAX_CONNECTIONS=1  # keeps TP/SP communication ordered ahead of compute (as Megatron)
 exec torchrun --nproc-per-node "$GPUS_PER_NODE" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
     --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
     -m megapmc.pretrain "${ARGS[@]}" "$@"
