@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from megapmc.evaluation.backends import CausalLMBackend
 from megapmc.evaluation.evaluator import EvalConfig, evaluate
 from megapmc.evaluation.report import wilson_interval
+from scripted_backend import ScriptedBackend
 
 
 @pytest.mark.parametrize("correct,total,low,high", [
@@ -15,31 +15,6 @@ def test_wilson_interval_known_values(correct, total, low, high):
     lo, hi = wilson_interval(correct, total)
     assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
     assert wilson_interval(0, 0) == (0.0, 0.0)
-
-
-class CharTokenizer:
-    bos_id, eos_id = 1, 2
-
-    def encode(self, text):
-        return [ord(c) + 3 for c in text]
-
-    def decode(self, ids):
-        return "".join(chr(i - 3) for i in ids)
-
-
-class ScriptedBackend(CausalLMBackend):
-    """Answers the i-th prompt with ``answers[i % len(answers)]``; checks each prompt starts with BOS."""
-
-    def __init__(self, answers, max_length=100_000):
-        self.tokenizer, self.answers, self.calls, self.max_length = CharTokenizer(), answers, 0, max_length
-
-    def generate(self, prompts, max_new_tokens):
-        assert all(p[0] == CharTokenizer.bos_id for p in prompts)
-        out = []
-        for _ in prompts:
-            out.append(self.tokenizer.encode(self.answers[self.calls % len(self.answers)])[:max_new_tokens])
-            self.calls += 1
-        return out
 
 
 def _read_samples(path):

@@ -27,13 +27,19 @@ def backend(tiny_hf_dir):
     return HFBackend.from_pretrained(tiny_hf_dir, batch_size=3, device=torch.device("cpu"), show_progress=False)
 
 
+@pytest.fixture(scope="module")
+def direct(tiny_hf_dir):
+    """The model and tokenizer loaded straight from transformers, apart from the backend's."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_hf_dir, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_hf_dir)
+
+
 @pytest.mark.parametrize("task_name", ["pubmedqa", "medmcqa", "medqa"])
-def test_loglik_choices_match_direct_transformers(task_name, backend, tiny_hf_dir, sample_dir):
+def test_loglik_choices_match_direct_transformers(task_name, backend, direct, sample_dir):
     task = TASKS[task_name]
     items = task.load(sample_dir, "test").items
     results = score_loglik(backend, task, items, FewShotSampler([], 0))
-    model = AutoModelForCausalLM.from_pretrained(tiny_hf_dir, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(tiny_hf_dir)
+    model, tok = direct
     for item, res in zip(items, results):
         prompt = task.harness_prompt(item)
         choices = task.harness_choices(item)
