@@ -123,3 +123,16 @@ def test_command_line_build_and_preprocess(tmp_path, sample_sft_dir, spm_model):
     bad = subprocess.run([sys.executable, str(REPO / "tools/build_instruction_data.py"), "--output",
                           str(tmp_path / "x.jsonl"), "--cap", "umls"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "expected SOURCE=NUMBER" in bad.stderr
+
+
+@pytest.mark.slow
+def test_sample_instruction_data_does_not_leak_the_sample_test_items(tmp_path, sample_sft_dir):
+    """The embedded MedC-I fixtures and the embedded benchmark test items share no 13-gram."""
+    out = tmp_path / "medc_i.jsonl"
+    build_instruction_data(_full_config(sample_sft_dir), out, progress=False)
+    check = subprocess.run([sys.executable, str(REPO / "tools/check_contamination.py"), "--train", str(out),
+                            "--output-dir", str(tmp_path / "contamination")], capture_output=True, text=True, cwd=REPO)
+    assert check.returncode == 0, check.stderr
+    report = json.loads((tmp_path / "contamination" / "contamination.json").read_text())
+    assert {task: r["contaminated"] for task, r in report["tasks"].items()} == {
+        "pubmedqa": 0, "medmcqa": 0, "medqa": 0}

@@ -21,13 +21,14 @@ def test_medqa_joined_with_rationales(sample_sft_dir):
     records = list(load_medqa(sample_sft_dir / "medqa_train.jsonl", rationales, Problems(), stats))
     assert [r.id for r in records] == [f"medqa-{i}" for i in range(1, 6)]
     first = records[0]
-    assert first.input.startswith("###Question: A 45-year-old man has crushing chest pain")
-    assert "###Options:\nA. Left anterior descending artery\nB. Left circumflex artery\nC. Right coronary" in first.input
-    assert first.output.startswith("###Answer: OPTION C IS CORRECT.\n###Rationale: ST elevation in the inferior")
+    assert first.input.startswith("###Question: A 62-year-old woman with atrial fibrillation")
+    assert first.input.endswith("###Options:\nA. Arterial embolism\nB. Deep vein thrombosis\nC. Peripheral neuropathy\n"
+                                "D. Lumbar disc herniation")
+    assert first.output.startswith("###Answer: OPTION A IS CORRECT.\n###Rationale: Atrial fibrillation lets thrombus")
     assert "then explain" in first.instruction
     five_options = records[2]
-    assert "\nE. Large cell carcinoma" in five_options.input
-    assert five_options.output == "###Answer: OPTION C IS CORRECT."  # no rationale, MedQA has no explanation
+    assert "\nE. Urinary 5-hydroxyindoleacetic acid" in five_options.input
+    assert five_options.output == "###Answer: OPTION A IS CORRECT."  # no rationale, MedQA has no explanation
     assert "directly" in five_options.instruction
     assert stats == {"rationale": 3, "answer_only": 2}
     assert all(parse_option_answer(r.output) for r in records)
@@ -37,9 +38,9 @@ def test_medmcqa_falls_back_to_the_explanation_and_counts(sample_sft_dir):
     rationales = load_rationales(sample_sft_dir / "rationales.jsonl", Problems())
     stats = Counter()
     records = {r.id: r for r in load_medmcqa(sample_sft_dir / "medmcqa_train.json", rationales, Problems(), stats)}
-    assert records["medmcqa-a1f0c6de-0001"].output.startswith("###Answer: OPTION B IS CORRECT.\n###Rationale: Ethosuximide")
+    assert records["medmcqa-a1f0c6de-0001"].output.startswith("###Answer: OPTION B IS CORRECT.\n###Rationale: Carbamazepine")
     # The teacher rationale wins over the dataset's own (null) explanation.
-    assert "small intestine, particularly the ileum" in records["medmcqa-a1f0c6de-0002"].output
+    assert "implant in the ampulla" in records["medmcqa-a1f0c6de-0002"].output
     assert records["medmcqa-a1f0c6de-0004"].output == "###Answer: OPTION A IS CORRECT."
     assert stats == {"dataset_explanation": 3, "rationale": 1, "answer_only": 1}
 
@@ -61,12 +62,12 @@ def test_pubmedqa_excludes_test_ids_and_keeps_the_long_answer(sample_sft_dir):
     exclude = load_pubmedqa_ids(sample_sft_dir / "pubmedqa_test_ground_truth.json")
     stats = Counter()
     records = list(load_pubmedqa(sample_sft_dir / "pubmedqa_ori_pqal.json", {}, Problems(), stats, exclude))
-    assert [r.id for r in records] == ["pubmedqa-90000001", "pubmedqa-90000002", "pubmedqa-90000003"]
+    assert [r.id for r in records] == ["pubmedqa-91000001", "pubmedqa-91000002", "pubmedqa-91000003"]
     maybe = records[2]
-    assert maybe.input.startswith("###Context: A cohort of nurses")
+    assert maybe.input.startswith("###Context: A survey of secondary school pupils")
     assert maybe.input.endswith("###Options:\nA. yes\nB. no\nC. maybe")
-    assert maybe.output.startswith("###Answer: OPTION C IS CORRECT.\n###Rationale: Night shift work may")
-    assert stats == {"excluded": 1, "dataset_explanation": 3}
+    assert maybe.output.startswith("###Answer: OPTION C IS CORRECT.\n###Rationale: Evening screen time may")
+    assert stats == {"excluded": 1, "dataset_explanation": 3}  # no rationales passed
 
 
 def test_malformed_qa_items_are_reported_with_line_numbers(tmp_path):
