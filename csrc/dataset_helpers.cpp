@@ -41,10 +41,27 @@ inline uint64_t bounded(std::mt19937_64& rng, uint64_t n) {
   return static_cast<uint64_t>(m >> 64);
 }
 
+// Fisher-Yates from the top. The swap partners j are drawn kLookahead steps early (the same draws in the
+// same order, so the permutation is unchanged) and their cache lines prefetched: large shuffles are
+// bound by cache misses on data[j], not by the generator.
 template <typename T>
 void fisher_yates(T* data, int64_t n, std::mt19937_64& rng) {
-  for (int64_t i = n - 1; i > 0; --i) {
-    const int64_t j = static_cast<int64_t>(bounded(rng, static_cast<uint64_t>(i) + 1));
+  constexpr int64_t kLookahead = 16;
+  int64_t ahead[kLookahead];
+  const int64_t first = std::min<int64_t>(kLookahead, std::max<int64_t>(n - 1, 0));
+  for (int64_t a = 0; a < first; ++a) {
+    const int64_t i = n - 1 - a;
+    ahead[a] = static_cast<int64_t>(bounded(rng, static_cast<uint64_t>(i) + 1));
+    __builtin_prefetch(data + ahead[a]);
+  }
+  for (int64_t i = n - 1, a = 0; i > 0; --i, ++a) {
+    const int64_t slot = a % kLookahead;
+    const int64_t j = ahead[slot];
+    const int64_t later = i - kLookahead;  // the step whose partner is drawn now
+    if (later > 0) {
+      ahead[slot] = static_cast<int64_t>(bounded(rng, static_cast<uint64_t>(later) + 1));
+      __builtin_prefetch(data + ahead[slot]);
+    }
     std::swap(data[i], data[j]);
   }
 }
@@ -100,6 +117,8 @@ py::array build_sample_index_impl(const int32_t* sizes, const int32_t* doc_idx, 
     for (int64_t i = 1; i <= num_samples && !ran_out; ++i) {
       int64_t remaining = seq_length + 1;
       while (remaining != 0) {
+        // Documents come in shuffled order, so sizes[] is read at random: fetch a few documents ahead.
+        if (pos + 16 < num_docs_in_index) __builtin_prefetch(sizes + doc_idx[pos + 16]);
         const int64_t doc_length = static_cast<int64_t>(sizes[doc_idx[pos]]) - offset;
         remaining -= doc_length;
         if (remaining <= 0) {
