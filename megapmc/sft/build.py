@@ -157,13 +157,17 @@ def _source_streams(config: BuildConfig, problems: Problems, pools: InstructionP
 
 
 def apply_cap(records: Iterable[InstructionRecord], cap: int | None, seed: int) -> Iterator[InstructionRecord]:
-    """At most ``cap`` records, a seeded sample by record id (all of them when ``cap`` is None)."""
+    """At most ``cap`` records, a seeded sample (all of them when ``cap`` is None).
+
+    The sample is keyed on the id and the text, so records that share an id (two files numbered alike)
+    are both eligible; an exact duplicate counts once.
+    """
     if cap is None:
         yield from records
         return
     sample = BottomK(cap, seed)
     for record in records:
-        sample.offer(record.id, record)
+        sample.offer((record.id, record.input, record.output), record)
     yield from sample.values()
 
 

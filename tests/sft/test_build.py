@@ -136,3 +136,15 @@ def test_sample_instruction_data_does_not_leak_the_sample_test_items(tmp_path, s
     report = json.loads((tmp_path / "contamination" / "contamination.json").read_text())
     assert {task: r["contaminated"] for task, r in report["tasks"].items()} == {
         "pubmedqa": 0, "medmcqa": 0, "medqa": 0}
+
+
+def test_cap_keeps_distinct_records_that_share_an_id(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            [{"id": i, "instruction": "Answer.", "input": f"{name} question {i}", "output": f"{name} {i}"}
+             for i in range(5)]))
+    out = tmp_path / "o.jsonl"
+    summary = build_instruction_data(BuildConfig(conversations=[str(tmp_path / "a.json"), str(tmp_path / "b.json")],
+                                                 caps={"conversations": 8}), out, progress=False)
+    assert summary.sources["conversations"].read == 10 and summary.records == 8
+    assert len({r["input"] for r in _read(out)}) == 8
