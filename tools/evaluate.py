@@ -15,7 +15,7 @@
 import argparse
 
 from megapmc.evaluation.evaluator import (
-    DEFAULT_TASKS, DTYPES, MODES, SAMPLE_DATA_DIR, EvalConfig, build_backend, evaluate, markdown_table,
+    DEFAULT_TASKS, DTYPES, MODES, SAMPLE_DATA_DIR, EvalConfig, build_backend, evaluate, render_markdown,
 )
 
 
@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=64, help="generate mode")
     p.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: bf16 on CUDA, fp32 on the CPU")
     p.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed")
+    p.add_argument("--medmcqa-cop-base", type=int, choices=(0, 1),
+                   help="MedMCQA's cop numbering (default: detected; 1 in the original files, 0 in the HF copy)")
     return p.parse_args(argv)
 
 
@@ -52,13 +54,15 @@ def run(args):
     config = EvalConfig(
         data_dir=args.data_dir, output_dir=args.output_dir, tasks=tuple(t for t in args.tasks.split(",") if t),
         mode=args.mode, num_fewshot=args.num_fewshot, limit=args.limit, max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
+        seed=args.seed, medmcqa_cop_base=args.medmcqa_cop_base,
     )
     backend, is_writer = build_backend(args.hf_dir, args.load, args.tokenizer, args.tensor_model_parallel_size,
                                        args.batch_size, args.dtype)
-    results = evaluate(backend, config, write=is_writer)
+    model_info = {"hf_dir": args.hf_dir, "load": args.load, "tokenizer": args.tokenizer, "dtype": args.dtype,
+                  "tensor_model_parallel_size": args.tensor_model_parallel_size}
+    results = evaluate(backend, config, write=is_writer, model_info=model_info)
     if is_writer:
-        print(markdown_table(results), end="")
+        print(render_markdown(results), end="")
         print(f"wrote {config.output_dir}/results.json, results.md, samples_<task>.jsonl")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 
 from megapmc.evaluation.backends import CausalLMBackend, HFBackend, MegapmcBackend, load_tokenizer
 from megapmc.evaluation.fewshot import FewShotSampler
-from megapmc.evaluation.report import TaskResult, markdown_table, summarise, write_report, write_samples
+from megapmc.evaluation.report import TaskResult, render_markdown, summarise, write_report, write_samples
 from megapmc.evaluation.scoring import score_generate, score_loglik
 from megapmc.evaluation.tasks import get_task
 
@@ -29,6 +30,7 @@ class EvalConfig:
     limit: int | None = None
     max_new_tokens: int = 64
     seed: int = 1234
+    medmcqa_cop_base: int | None = None  # None: detect from the file (0 in the HF copy, 1 in the original)
 
     def __post_init__(self):
         self.tasks = tuple(self.tasks)
@@ -44,6 +46,8 @@ class EvalConfig:
             raise ValueError(f"--limit must be positive, got {self.limit}")
         if self.max_new_tokens <= 0:
             raise ValueError(f"--max-new-tokens must be positive, got {self.max_new_tokens}")
+        if self.medmcqa_cop_base not in (None, 0, 1):
+            raise ValueError(f"--medmcqa-cop-base must be 0 or 1, got {self.medmcqa_cop_base}")
         if not Path(self.data_dir).is_dir():
             raise FileNotFoundError(f"--data-dir {self.data_dir}: not a directory")
 
@@ -78,14 +82,19 @@ def build_backend(hf_dir: str | None = None, load: str | None = None, tokenizer:
     return backend, parallel.rank == 0
 
 
-def evaluate(backend: CausalLMBackend, config: EvalConfig, write: bool = True) -> list[TaskResult]:
-    """Score every task; with ``write`` (rank 0 only under torchrun) write the samples and the report."""
+def evaluate(backend: CausalLMBackend, config: EvalConfig, write: bool = True,
+             model_info: dict | None = None) -> list[TaskResult]:
+    """Score every task; with ``write`` (rank 0 only under torchrun) write the samples and the report.
+    ``model_info`` (what was evaluated: directory, dtype, TP size) goes into results.json."""
     results = []
     for name in config.tasks:
         task = get_task(name)
-        split = task.load(config.data_dir, "test")
+        load = task.load
+        if name == "medmcqa" and config.medmcqa_cop_base is not None:
+            load = functools.partial(task.load, cop_base=config.medmcqa_cop_base)
+        split = load(config.data_dir, "test")
         items = split.items[: config.limit] if config.limit else split.items
-        train = task.load(config.data_dir, "train").items if config.num_fewshot else []
+        train = load(config.data_dir, "train").items if config.num_fewshot else []
         fewshot = FewShotSampler(train, config.num_fewshot, config.seed)
         if config.mode == "loglik":
             item_results = score_loglik(backend, task, items, fewshot)
@@ -96,8 +105,8 @@ def evaluate(backend: CausalLMBackend, config: EvalConfig, write: bool = True) -
             Path(config.output_dir).mkdir(parents=True, exist_ok=True)
             write_samples(Path(config.output_dir), name, item_results)
     if write:
-        write_report(config.output_dir, results, dataclasses.asdict(config))
+        write_report(config.output_dir, results, {**dataclasses.asdict(config), "model": model_info or {}})
     return results
 
 
-__all__ = ["EvalConfig", "evaluate", "markdown_table", "MODES", "DEFAULT_TASKS"]
+__all__ = ["EvalConfig", "build_backend", "evaluate", "render_markdown", "MODES", "DEFAULT_TASKS"]

@@ -103,6 +103,18 @@ def write_samples(output_dir: Path, task: str, results: list[ItemResult]) -> Pat
     return path
 
 
+def render_markdown(results: list[TaskResult]) -> str:
+    """The table followed by what a reader must know: loader notes, skipped records, truncated prompts."""
+    notes = [f"- {r.task}: {note}" for r in results for note in r.notes]
+    notes += [f"- {r.task}: {len(r.malformed)} malformed records skipped (listed in results.json)"
+              for r in results if r.malformed]
+    notes += [f"- {r.task}: {r.unparsed} generated answers unparseable, counted wrong (ids in results.json)"
+              for r in results if r.unparsed]
+    notes += [f"- {r.task}: {r.truncated} prompts truncated on the left to fit the model (see samples_{r.task}.jsonl)"
+              for r in results if r.truncated]
+    return markdown_table(results) + ("\n" + "\n".join(notes) + "\n" if notes else "")
+
+
 def write_report(output_dir: str | Path, results: list[TaskResult], run_config: dict) -> tuple[Path, Path]:
     """Write ``results.json`` and ``results.md``; return their paths."""
     output_dir = Path(output_dir)
@@ -115,11 +127,5 @@ def write_report(output_dir: str | Path, results: list[TaskResult], run_config: 
     }
     json_path, md_path = output_dir / "results.json", output_dir / "results.md"
     _write_atomic(json_path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    notes = [f"- {r.task}: {note}" for r in results for note in r.notes]
-    notes += [f"- {r.task}: {len(r.malformed)} malformed records skipped (listed in results.json)"
-              for r in results if r.malformed]
-    notes += [f"- {r.task}: {r.truncated} prompts truncated on the left to fit the model (see samples_{r.task}.jsonl)"
-              for r in results if r.truncated]
-    text = markdown_table(results) + ("\n" + "\n".join(notes) + "\n" if notes else "")
-    _write_atomic(md_path, text)
+    _write_atomic(md_path, render_markdown(results))
     return json_path, md_path

@@ -25,6 +25,7 @@ def test_evaluate_hf_dir_on_sample_items(tiny_hf_dir, tmp_path, capsys):
     assert (out / "results.md").read_text() in printed
     report = json.loads((out / "results.json").read_text())
     assert report["config"]["num_fewshot"] == 1 and set(report["tasks"]) == {"pubmedqa", "medqa"}
+    assert report["config"]["model"]["hf_dir"] == str(tiny_hf_dir) and report["config"]["model"]["dtype"] == "fp32"
     assert all(r["n"] == 2 for r in report["tasks"].values())
     assert len((out / "samples_medqa.jsonl").read_text().splitlines()) == 2
 

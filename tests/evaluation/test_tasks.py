@@ -104,3 +104,11 @@ def test_missing_file_and_unknown_task_say_what_to_do(tmp_path):
         load_medqa(tmp_path)
     with pytest.raises(ValueError, match="unknown task 'mmlu'.*pubmedqa"):
         get_task("mmlu")
+
+
+def test_cop_base_given_overrides_detection(sample_dir):
+    detected = load_medmcqa(sample_dir)
+    forced = load_medmcqa(sample_dir, cop_base=0)  # wrong on purpose: the sample files are 1-based
+    assert "0-based (given)" in forced.notes[0]
+    assert [it.gold - 1 for it in forced.items] == [it.gold for it in detected.items if it.gold < 3]
+    assert [m.reason for m in forced.malformed] == ["'cop' 4 out of range when 0-based"]
