@@ -191,6 +191,11 @@ class SFTDataset(torch.utils.data.Dataset):
         records = np.arange(num_records, dtype=np.int64) if records is None else np.asarray(records, np.int64)
         if len(records) == 0:
             raise ValueError(f"{prefix}: no samples to train on (empty dataset or split)")
+        if records.min() < 0 or records.max() >= num_records:
+            raise IndexError(f"{prefix}: record indices must lie in [0, {num_records})")
+        if self.epoch_samples.shape[1] != num_records or self.epoch_samples.max() >= len(self.tokens):
+            raise ValueError(f"{epochs_path(prefix)} does not match {metadata_path(prefix)} (files from two "
+                             f"preprocessing runs?); preprocess again")
         self.records = records
         self._epoch_ptr = [0]
         self._row_ptrs, self._row_items = [], []
