@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from megapmc.checkpoint.checkpointing import read_tracker
+from megapmc.checkpoint.checkpointing import CheckpointError, read_tracker
 from megapmc.testing.distributed import run_distributed
 from megapmc.training.logging import METRICS_NAME, read_metrics
 from megapmc.training.trainer import TrainingError
@@ -87,3 +87,37 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
     state = json.loads((save / f"iter_{saved:07d}" / "state_tp00_dp00.json").read_text())
     assert state["iteration"] == saved and state["consumed_samples"] == 4 * saved
     assert read_metrics(save / METRICS_NAME)[0][-1]["iteration"] == saved
+
+
+def test_finetune_and_pretrained_checkpoint_load_weights_only(tmp_path):
+    torch.set_num_threads(1)
+    flags = COMMON + ["--micro-batch-size", "2", "--global-batch-size", "4"]
+    base = tmp_path / "base"
+    toy_main(flags + ["--train-iters", "6", "--save", str(base)])
+    fresh = tmp_path / "fresh"
+    toy_main(flags + ["--train-iters", "2", "--save", str(fresh)])
+    for name, load_flags in (("finetune", ["--load", str(base), "--finetune"]),
+                             ("pretrained", ["--pretrained-checkpoint", str(base)])):
+        run = tmp_path / name
+        toy_main(flags + ["--train-iters", "2", "--save", str(run), "--load", str(run), *load_flags])
+        records, _ = read_metrics(run / METRICS_NAME)
+        # A new run (iteration 1, sample 0 again) that starts from the trained weights.
+        assert [(r["iteration"], r["consumed_samples"]) for r in records] == [(1, 4), (2, 8)]
+        assert records[0]["loss"] < read_metrics(fresh / METRICS_NAME)[0][0]["loss"] - 0.5
+        state = json.loads((run / "iter_0000002" / "state_tp00_dp00.json").read_text())
+        assert state["lr_scheduler"]["num_steps"] == 2
+    # A restart of the "pretrained" run resumes it (its own checkpoint wins over --pretrained-checkpoint).
+    run = tmp_path / "pretrained"
+    toy_main(flags + ["--train-iters", "3", "--save", str(run), "--load", str(run),
+                      "--pretrained-checkpoint", str(base)])
+    lines = [json.loads(line) for line in (run / METRICS_NAME).read_text().splitlines()]
+    assert [r["iteration"] for r in lines if r.get("event") == "resume"] == [2]
+    assert [r["iteration"] for r in lines if "loss" in r] == [1, 2, 3]
+
+
+def test_checkpoint_of_another_shape_is_refused(tmp_path):
+    torch.set_num_threads(1)
+    flags = COMMON + ["--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters", "1"]
+    toy_main(flags + ["--save", str(tmp_path)])
+    with pytest.raises(CheckpointError, match="num_layers: checkpoint 2, this run 3"):
+        toy_main(flags + ["--load", str(tmp_path), "--num-layers", "3"])
