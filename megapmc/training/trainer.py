@@ -314,6 +314,9 @@ class Trainer:
         tcfg, ccfg = self.config.training, self.config.checkpoint
         if self.data.summary:
             self.logger.print(self.data.summary)
+        if tcfg.eval_interval and self.data.valid_dataset is None:
+            self.logger.print("no validation data (the split leaves a source without validation documents): "
+                              "validation is skipped")
         if self.iteration:
             self.logger.print(f"resumed from {self._loaded_from} at iteration {self.iteration}, "
                               f"{self.consumed_samples} samples consumed")
