@@ -201,7 +201,6 @@ def save_checkpoint(
         **run_state,
         "rng": get_rng_state(),
         "tp_rank": tp, "dp_rank": dp, "tp_size": parallel.tp_size, "dp_size": parallel.dp_size,
-        "optimizer_is_sharded": optimizer_is_sharded,
     }
     state_path = tmp / state_name(tp, dp)
     state_path.write_text(json.dumps(state))
@@ -213,7 +212,8 @@ def save_checkpoint(
     if parallel.rank == 0:
         config = {**config, "parallel": {**config.get("parallel", {}),
                                          "tensor_model_parallel_size": parallel.tp_size,
-                                         "data_parallel_size": parallel.dp_size}}
+                                         "data_parallel_size": parallel.dp_size,
+                                         "optimizer_is_sharded": optimizer_is_sharded}}
         save_config(tmp, config)
         _fsync_file(tmp / CONFIG_NAME)
         _fsync_dir(tmp)
@@ -349,9 +349,7 @@ def _read_run_state(ckpt_dir: Path, parallel: ParallelState) -> dict:
 
 
 def _read_optimizer_shard(ckpt_dir: Path, parallel: ParallelState, saved: dict) -> dict[str, torch.Tensor]:
-    probe = json.loads((ckpt_dir / state_name(parallel.tp_rank, 0)).read_text()) \
-        if (ckpt_dir / state_name(parallel.tp_rank, 0)).is_file() else {}
-    sharded = probe.get("optimizer_is_sharded", False)
+    sharded = saved.get("parallel", {}).get("optimizer_is_sharded", False)
     saved_dp = saved.get("parallel", {}).get("data_parallel_size", 1)
     if sharded and saved_dp != parallel.dp_size:
         raise CheckpointError(

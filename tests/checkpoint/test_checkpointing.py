@@ -53,7 +53,8 @@ def test_round_trip_and_tracker(tmp_path):
         assert torch.equal(loaded.model_state[k], v)
     assert torch.equal(loaded.optimizer_state["exp_avg"], torch.full((3,), 5.0))
     assert loaded.run_state["consumed_samples"] == 20
-    assert loaded.config["parallel"] == {"tensor_model_parallel_size": 1, "data_parallel_size": 1}
+    assert loaded.config["parallel"] == {"tensor_model_parallel_size": 1, "data_parallel_size": 1,
+                                      "optimizer_is_sharded": False}
     # A checkpoint directory itself is accepted too.
     assert resolve_checkpoint_dir(path) == path
 
@@ -139,3 +140,15 @@ def test_kill_while_writing_keeps_previous_checkpoint(tmp_path, where):
     save_checkpoint(run, 2, ParallelState.single(), {"model": {}, "parallel": {}}, {"w": torch.ones(4)},
                     {"m": torch.zeros(2)}, False, {"iteration": 2, "consumed_samples": 2})
     assert read_tracker(run) == 2 and not list(run.glob("*.tmp"))
+
+
+def test_distributed_optimizer_shards_need_the_same_dp_size(tmp_path):
+    two_dp = ParallelState(dp_size=2, world_size=2)  # DP rank 0's view; the files of rank 1 do not matter here
+    save_checkpoint(tmp_path, 3, two_dp, _config(), _model_state(3), {"exp_avg": torch.zeros(2)},
+                    optimizer_is_sharded=True, run_state={"iteration": 3, "consumed_samples": 12})
+    ckpt = resolve_checkpoint_dir(tmp_path)
+    with pytest.raises(CheckpointError, match="sharded over 2 data-parallel ranks, this run has 1.*--no-load-optim"):
+        load_checkpoint(ckpt, ParallelState.single(), MODEL.to_dict(), _model_state(0))
+    weights_only = load_checkpoint(ckpt, ParallelState.single(), MODEL.to_dict(), _model_state(0),
+                                   load_optimizer=False)
+    assert weights_only.optimizer_state is None and weights_only.run_state["iteration"] == 3
