@@ -17,6 +17,7 @@ def test_bash_syntax(script):
     subprocess.run(["bash", "-n", str(REPO / script)], check=True)
 
 
+@pytest.mark.slow
 def test_stage2_dry_run_has_the_papers_settings(tmp_path, spm_model):
     from megapmc.data.tokenizer import build_tokenizer
 
