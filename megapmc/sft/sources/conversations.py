@@ -49,6 +49,10 @@ class InstructionPools:
                 raise ValueError(f"{path}:{e.lineno}: invalid JSON in the instruction pool ({e.msg})") from None
             if isinstance(data, list):
                 return cls({DEFAULT_POOL: _dedup(data, path)})
+            for seed, paraphrases in data.items():
+                if not isinstance(paraphrases, list):
+                    raise ValueError(f"{path}: the pool of {seed[:60]!r} must be a list of paraphrases, "
+                                     f"got {type(paraphrases).__name__}")
             return cls({seed: _dedup([seed, *paraphrases], path) for seed, paraphrases in data.items()})
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if not lines:

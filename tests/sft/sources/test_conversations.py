@@ -59,6 +59,9 @@ def test_pool_file_formats(tmp_path):
     assert pools.pool_for("other") is None
     pools.save(tmp_path / "saved.json")
     assert InstructionPools.load_saved(tmp_path / "saved.json").pools == pools.pools
+    (tmp_path / "str.json").write_text('{"seed": "one paraphrase"}')
+    with pytest.raises(ValueError, match="must be a list of paraphrases"):
+        InstructionPools.load(tmp_path / "str.json")
     (tmp_path / "bad.json").write_text('{"seed": ["p1",\n 3}')
     with pytest.raises(ValueError, match=r"bad.json:2"):
         InstructionPools.load(tmp_path / "bad.json")
