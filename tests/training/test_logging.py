@@ -1,0 +1,36 @@
+"""The console line, metrics.jsonl and TensorBoard scalars of a run."""
+import pytest
+
+from megapmc.training.config import LoggingConfig
+from megapmc.training.logging import METRICS_NAME, IterationStats, TrainingLogger, read_metrics, read_tensorboard
+
+
+def test_console_line_metrics_and_tensorboard(tmp_path, capsys):
+    logger = TrainingLogger(LoggingConfig(log_interval=2, tensorboard_dir=str(tmp_path / "tb"), progress_bar=False),
+                            enabled=True, save_dir=str(tmp_path), train_iters=4, start_iteration=0, world_size=2,
+                            flops_per_token=1e9, peak_tflops=2.0)
+    for it, skipped in ((1, False), (2, True)):
+        logger.log_iteration(IterationStats(it, 8 * it, loss=3.0 + it, lr=1e-4, grad_norm=0.5, skipped=skipped,
+                                            num_tokens=1000, elapsed_s=0.5))
+    logger.log_validation(2, 2.5)
+    logger.close()
+    line = capsys.readouterr().out.splitlines()[0]
+    for part in ("iteration        2", "consumed samples           16", "lr 1.0000e-04", "loss 4.500000",
+                 "grad norm 0.5000", "skipped 1", "tokens/s 2000.0", "TFLOP/s/device 1.00", "MFU 50.0%", "GiB"):
+        assert part in line, (part, line)
+    train, valid = read_metrics(tmp_path / METRICS_NAME)
+    assert [r["loss"] for r in train] == [4.0, 5.0] and train[1]["skipped"] is True
+    assert train[0]["tflops_per_device"] == pytest.approx(1.0) and train[0]["mfu"] == pytest.approx(0.5)
+    assert valid[0]["valid_loss"] == 2.5
+    tb_train, tb_valid = read_tensorboard(tmp_path / "tb")
+    assert [r["loss"] for r in tb_train] == [4.0, 5.0] and tb_train[1]["tokens_per_s"] == pytest.approx(2000.0)
+    assert tb_valid == [{"iteration": 2, "valid_loss": 2.5}]
+
+
+def test_other_ranks_write_nothing(tmp_path):
+    logger = TrainingLogger(LoggingConfig(tensorboard_dir=str(tmp_path / "tb")), enabled=False,
+                            save_dir=str(tmp_path / "run"), train_iters=1, start_iteration=0, world_size=2,
+                            flops_per_token=1.0, peak_tflops=None)
+    logger.log_iteration(IterationStats(1, 1, 1.0, 1.0, 1.0, False, 1, 1.0))
+    logger.close()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "tb").exists()
