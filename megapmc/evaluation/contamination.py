@@ -27,9 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 from tqdm import tqdm
 
 from megapmc.evaluation.tasks import MultipleChoiceItem
+
+
+CHUNK_CHARS = 8 << 20  # training text scanned at once: large enough for numpy, small in memory
 
 
 def normalise_words(text: str) -> list[str]:
@@ -55,8 +59,32 @@ class ItemOverlap:
                 "coverage": len(self.matched) / self.num_ngrams if self.num_ngrams else 0.0, **(self.first_match or {})}
 
 
+_PRIME = np.uint64(1099511628211)  # FNV-1a's 64-bit prime: the polynomial hash's multiplier
+
+
+def word_ids(words: list[str]) -> np.ndarray:
+    """One 64-bit id per word (Python's string hash: stable within a process, which is all we need)."""
+    return np.array(list(map(hash, words)), dtype=np.int64).view(np.uint64)  # hash() fits int64
+
+
+def ngram_keys(ids: np.ndarray, length: int) -> np.ndarray:
+    """Polynomial hashes of every ``length``-word window of ``ids``, the length mixed in: ``[len - length + 1]``."""
+    m = len(ids) - length + 1
+    if m <= 0:
+        return np.empty(0, dtype=np.uint64)
+    with np.errstate(over="ignore"):  # arithmetic modulo 2**64 is the point
+        h = ids[:m].copy()
+        for j in range(1, length):
+            h = h * _PRIME + ids[j:j + m]
+        return h * _PRIME + np.uint64(length)
+
+
 class NgramIndex:
-    """The test items' n-grams, hashed, each mapped to the items that hold it."""
+    """The test items' n-gram keys, each mapped to the items that hold it.
+
+    The training side is scanned in chunks of many records: word ids, window hashes and the membership
+    test are numpy operations, so Python runs once per word (hashing it) instead of once per n-gram.
+    """
 
     def __init__(self, items_by_task: dict[str, list[MultipleChoiceItem]], n: int = 13, min_short_words: int = 8):
         if n < 1:
@@ -69,40 +97,54 @@ class NgramIndex:
         for task, items in items_by_task.items():
             self.items[task], self.unchecked[task] = [], []
             for item in items:
-                grams = set()
+                keys: set[int] = set()
                 for text in item_fields(item):
-                    words = normalise_words(text)
-                    if len(words) >= n:
-                        grams.update(hash(" ".join(words[i:i + n])) for i in range(len(words) - n + 1))
+                    ids = word_ids(normalise_words(text))
+                    if len(ids) >= n:
+                        keys.update(ngram_keys(ids, n).tolist())
                         self.lengths.add(n)
-                    elif min_short_words and len(words) >= min_short_words:
-                        grams.add(hash(" ".join(words)))
-                        self.lengths.add(len(words))
-                if not grams:
+                    elif min_short_words and len(ids) >= min_short_words:
+                        keys.update(ngram_keys(ids, len(ids)).tolist())
+                        self.lengths.add(len(ids))
+                if not keys:
                     self.unchecked[task].append(item.id)
                     continue
-                overlap = ItemOverlap(task, item.id, len(grams))
+                overlap = ItemOverlap(task, item.id, len(keys))
                 self.items[task].append(overlap)
-                for g in grams:
-                    self.index[g].append(overlap)
+                for key in keys:
+                    self.index[key].append(overlap)
+        self._keys = np.array(sorted(self.index), dtype=np.uint64)
 
-    def scan(self, text: str, source: str) -> int:
-        """Record the test n-grams found in ``text``; return how many distinct ones were found."""
-        words = normalise_words(text)
+    def scan(self, records: list[tuple[str, str]]) -> int:
+        """Record the test n-grams found in a chunk of ``(text, source)`` records; return how many
+        (item, n-gram) pairs were new. No window spans two records."""
+        if not len(self._keys):
+            return 0
+        words: list[str] = []
+        starts = []
+        for text, _ in records:
+            starts.append(len(words))
+            words.extend(normalise_words(text))
+        if not words:
+            return 0
+        ids = word_ids(words)
+        record_of = np.repeat(np.arange(len(records)), np.diff(np.append(starts, len(words))))  # [words]
         found = 0
-        for length in self.lengths:
-            for i in range(len(words) - length + 1):
-                gram = " ".join(words[i:i + length])
-                key = hash(gram)
-                hits = self.index.get(key)
-                if not hits:
-                    continue
-                for overlap in hits:
+        for length in sorted(self.lengths):
+            keys = ngram_keys(ids, length)
+            if not len(keys):
+                continue
+            inside = record_of[:len(keys)] == record_of[length - 1:]  # window within one record
+            slot = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+            for pos in np.flatnonzero(inside & (self._keys[slot] == keys)).tolist():
+                key = int(keys[pos])
+                for overlap in self.index[key]:
                     if key not in overlap.matched:
                         found += 1
                         overlap.matched.add(key)
                         if overlap.first_match is None:
-                            overlap.first_match = {"source": source, "ngram": gram}
+                            overlap.first_match = {"source": records[record_of[pos]][1],
+                                                   "ngram": " ".join(words[pos:pos + length])}
         return found
 
 
@@ -175,8 +217,14 @@ def check_contamination(items_by_task: dict[str, list[MultipleChoiceItem]], trai
                         n: int = 13, text_key: str | None = None, min_short_words: int = 8,
                         show_progress: bool = True) -> ContaminationReport:
     index = NgramIndex(items_by_task, n=n, min_short_words=min_short_words)
+    chunk, chunk_chars = [], 0
     for text, source in iter_training_text(train_paths, text_key, show_progress):
-        index.scan(text, source)
+        chunk.append((text, source))
+        chunk_chars += len(text)
+        if chunk_chars >= CHUNK_CHARS:
+            index.scan(chunk)
+            chunk, chunk_chars = [], 0
+    index.scan(chunk)
     per_task = {}
     for task, overlaps in index.items.items():
         hit = [o for o in overlaps if o.matched]

@@ -97,3 +97,15 @@ def test_index_counts_ngrams_per_field(test_items):
         assert index.items["medqa"][0].num_ngrams == expected
     whole = NgramIndex({"medqa": [item]}, n=14, min_short_words=8)  # the options block now counts, whole
     assert whole.items["medqa"][0].num_ngrams == q - 13 + 1
+
+
+def test_no_window_spans_two_records(test_items, tmp_path):
+    words = test_items["medqa"][1].question.split()
+    assert len(words) >= 13
+    # Consecutive records of 10 words: every 13-gram of the question spans two of them.
+    records = [{"text": " ".join(words[i:i + 10])} for i in range(0, len(words), 10)]
+    split = check_contamination(test_items, [_jsonl(tmp_path / "split.jsonl", records)], show_progress=False)
+    assert split.per_task["medqa"]["contaminated"] == 0
+    joined = [{"text": " ".join(words)}]
+    whole = check_contamination(test_items, [_jsonl(tmp_path / "whole.jsonl", joined)], show_progress=False)
+    assert whole.per_task["medqa"]["contaminated"] == 1
