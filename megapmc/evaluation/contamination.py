@@ -9,7 +9,8 @@ shorter ones cannot be checked and are counted as such.
 
 The training side is streamed line by line from JSON-lines files (``.jsonl``, ``.jsonl.gz``,
 ``.jsonl.zst``): the text of a record is the field ``text_key`` if given, else every string inside it
-(instruction records, conversations). Only the test side is held in memory.
+(instruction records, conversations). Memory holds the test side and one chunk of training text
+(``CHUNK_CHARS``); hashing and lookups are vectorised (about 0.7 M words/s on one busy CPU core).
 
 An item is *contaminated* when at least one of its n-grams occurs in the training text; the report
 also gives the share of the item's n-grams found (1.0: the whole question is in the training data).
