@@ -97,13 +97,16 @@ class DataParallel(nn.Module):
             bucket.start_grad_sync(async_op=True)
 
     def finish_grad_sync(self) -> None:
-        """Finish (or start and finish) every bucket's DP reduction. Idempotent until the next ``zero_grad_buffer``. Buckets whose gradients
-        were not all produced (unused parameters) are reduced as they are, their missing gradients zero.
+        """Finish (or start and finish) every bucket's DP reduction; idempotent until the next
+        ``zero_grad_buffer``. Buckets whose gradients were not all produced (unused parameters) are
+        reduced as they are, the missing gradients counting as zero.
         """
         if self._grads_synced:
             return
         buckets = [b for buffer in self.buffers for b in buffer.buckets]
-        for bucket in buckets:  # same order on every rank: launch all, then wait
+        # Hooks started buckets in backward order, the same on every rank (same graph); the rest start
+        # here in bucket order, also the same everywhere, so collectives match across the DP group.
+        for bucket in buckets:
             bucket.start_grad_sync(async_op=True)
         for bucket in buckets:
             bucket.finish_grad_sync()

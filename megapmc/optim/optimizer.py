@@ -93,13 +93,13 @@ class MixedPrecisionOptimizer:
                               {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
         device = next(iter(ddp.module.parameters())).device
         fused = config.fused if config.fused is not None else device.type == "cuda"
-        # A DP rank can own no elements at all (tiny models, many ranks): keep a valid, empty optimizer.
         split = tensor_parallel_params(ddp.module)
         # Replicated across TP (identical gradients on every TP rank): counted in the norm on TP rank 0 only.
         self._tp_duplicates = {
             id(s.param) for s in self.shards
             if parallel.tp_size > 1 and parallel.tp_rank != 0 and id(s.param) not in split
         }
+        # A DP rank can own no elements at all (tiny models, many ranks): keep a valid, empty optimizer.
         self.optimizer = torch.optim.AdamW(
             groups or [{"params": [torch.zeros(0, device=device)]}], lr=config.lr,
             betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
