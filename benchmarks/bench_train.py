@@ -34,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--ffn-hidden-size", type=int, default=1376)
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--seq-length", type=int, default=256)
-    p.add_argument("--micro-batch-size", type=int, default=4)
+    p.add_argument("--micro-batch-size", type=int, default=2)
     p.add_argument("--steps", type=int, default=6, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated subset of fp32,bf16")
