@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # the tasks package imports this module
 
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
+# Where a generated response ends if the model runs on into a new prompt of its own (base models do):
+# the parser reads only what comes before.
+STOP_MARKERS = ("### Instruction:", "###Question:", "### Input:", "Below is an instruction")
 
 
 def _options_block(item: MultipleChoiceItem) -> str:
@@ -59,3 +62,9 @@ def instruction_prompt(item: MultipleChoiceItem, instruction: str) -> str:
 def instruction_response(item: MultipleChoiceItem) -> str:
     """The answer a PMC-LLaMA-tuned model gives (the target of a few-shot example in generation mode)."""
     return template.format_answer(item.gold_letter)
+
+
+def cut_at_stop(text: str) -> str:
+    """``text`` up to the first ``STOP_MARKERS`` entry (the whole of it if none occurs)."""
+    positions = [i for i in (text.find(m) for m in STOP_MARKERS) if i >= 0]
+    return text[:min(positions)] if positions else text

@@ -7,7 +7,8 @@ score divided by the choice's length in characters (the harness's normalisation;
 choices of MedQA and MedMCQA the two coincide). Ties go to the first option, as ``numpy.argmax`` does.
 
 **Generation** (PMC-LLaMA's zero-shot instruction setting): the instruction prompt, greedy decoding,
-and ``megapmc.evaluation.parser``; an unparseable answer is wrong and counted.
+and ``megapmc.evaluation.parser`` on the response up to any new prompt the model starts on its own
+(``prompts.STOP_MARKERS``); an unparseable answer is wrong and counted.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Optional
 from megapmc.evaluation.backends import CausalLMBackend, Tokenizer
 from megapmc.evaluation.fewshot import FewShotSampler
 from megapmc.evaluation.parser import UNPARSED, parse_answer
-from megapmc.evaluation.prompts import TARGET_DELIMITER, instruction_prompt, instruction_response
+from megapmc.evaluation.prompts import TARGET_DELIMITER, cut_at_stop, instruction_prompt, instruction_response
 from megapmc.evaluation.tasks import MultipleChoiceItem, Task
 
 
@@ -103,7 +104,7 @@ def score_generate(backend: CausalLMBackend, task: Task, items: list[MultipleCho
     results = []
     for item, prompt, ids, p_ids in zip(items, prompts, generated, prompt_ids):
         text = tok.decode(ids)
-        parsed = parse_answer(text, item.letters, item.texts)
+        parsed = parse_answer(cut_at_stop(text), item.letters, item.texts)
         choices = task.harness_choices(item)  # gold and chosen read as in log-likelihood mode
         results.append(ItemResult(
             id=item.id, prompt=prompt, gold=choices[item.gold],

@@ -68,3 +68,12 @@ def test_truncated_prompts_are_counted(sample_dir, tmp_path):
     assert results[0].truncated == sum(n > 700 for n in lengths) > 0
     assert all(s.get("extra", {}).get("truncated_tokens") == (n - 700 if n > 700 else None) for s, n in zip(samples, lengths))
     assert f"{results[0].truncated} prompts truncated" in (tmp_path / "results.md").read_text()
+
+
+def test_generation_is_parsed_up_to_a_new_prompt(sample_dir, tmp_path):
+    rambling = "The answer is unclear.\n\n### Instruction:\nAnswer.\n\n### Input:\n###Question: Next?\nAnswer: C"
+    config = EvalConfig(str(sample_dir), str(tmp_path), tasks=("medqa",), mode="generate", limit=1,
+                        max_new_tokens=200)
+    (result,) = evaluate(ScriptedBackend([rambling]), config)
+    (sample,) = _read_samples(tmp_path / "samples_medqa.jsonl")
+    assert result.unparsed == 1 and sample["generation"] == rambling  # kept whole for the audit
