@@ -43,6 +43,8 @@ setup(
         # Optional GPU backends: detected at run time, never required.
         "gpu": ["flash-attn>=2.5", "liger-kernel>=0.4"],
         "te": ["transformer-engine[pytorch]>=1.8"],
+        # lm-evaluation-harness: tests/evaluation/test_harness_parity.py checks per-item choices against it.
+        "harness": ["lm-eval[hf]>=0.4.5"],
     },
     entry_points={
         "console_scripts": [
