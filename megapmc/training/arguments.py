@@ -104,6 +104,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     g.add_argument("--no-load-optim", action="store_true")
     g.add_argument("--no-load-rng", action="store_true")
     g.add_argument("--exit-interval", type=int, help="save and exit when iteration %% N == 0")
+    g.add_argument("--exit-duration-in-mins", type=float,
+                   help="save and exit once the run has lasted this long (a job's time limit)")
     g.add_argument("--no-exit-signal-handler", action="store_true",
                    help="do not turn SIGTERM/SIGUSR1 into save-and-exit")
 
@@ -203,6 +205,7 @@ def build_run_config(args: argparse.Namespace, data_config) -> RunConfig:
         bf16=args.bf16, eval_interval=args.eval_interval, eval_iters=args.eval_iters,
         max_consecutive_skipped_iters=args.max_consecutive_skipped_iters,
         exit_signal_handler=not args.no_exit_signal_handler, exit_interval=args.exit_interval,
+        exit_duration_in_mins=args.exit_duration_in_mins,
     )
     _check_world(args, training)
     optimizer = OptimizerConfig(

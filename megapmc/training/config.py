@@ -31,6 +31,7 @@ class TrainingConfig:
     max_consecutive_skipped_iters: int = 10  # NaN/Inf steps in a row before the run stops
     exit_signal_handler: bool = True  # SIGTERM/SIGUSR1: save a checkpoint and exit 0
     exit_interval: int | None = None  # stop (after saving) when iteration % exit_interval == 0
+    exit_duration_in_mins: float | None = None  # stop (after saving) once the run has lasted this long
 
     def __post_init__(self):
         for name in ("micro_batch_size", "global_batch_size", "seq_length", "eval_iters"):
@@ -53,6 +54,8 @@ class TrainingConfig:
             raise ValueError("--max-consecutive-skipped-iters must be >= 1")
         if self.exit_interval is not None and self.exit_interval < 1:
             raise ValueError(f"--exit-interval must be >= 1, got {self.exit_interval}")
+        if self.exit_duration_in_mins is not None and self.exit_duration_in_mins <= 0:
+            raise ValueError(f"--exit-duration-in-mins must be positive, got {self.exit_duration_in_mins}")
 
     def num_micro_batches(self, data_parallel_size: int) -> int:
         """Gradient-accumulation steps per iteration: global batch / (micro-batch × DP)."""

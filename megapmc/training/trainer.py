@@ -64,7 +64,7 @@ DatasetProvider = Callable[[RunConfig, ParallelState], TrainData]
 class TrainResult:
     iteration: int
     consumed_samples: int
-    exit_reason: str  # "finished", "signal", "exit_interval"
+    exit_reason: str  # "finished", "signal", "exit_interval", "exit_duration"
     last_loss: float | None
     checkpoint: Path | None
 
@@ -299,18 +299,25 @@ class Trainer:
         totals = _all_reduce(torch.stack([loss_sum, count]), self.parallel.dp_group)
         return (totals[0] / totals[1]).item() if totals[1] > 0 else None
 
-    def _exit_requested(self, handler: _ExitSignal) -> bool:
-        """Whether any rank received SIGTERM/SIGUSR1: all ranks must agree before saving collectively."""
-        flag = torch.tensor([1.0 if handler.received is not None else 0.0])
+    def _stop_reason(self, handler: _ExitSignal, started_at: float) -> str | None:
+        """"signal" if any rank received SIGTERM/SIGUSR1, "exit_duration" if any rank ran past
+        --exit-duration-in-mins, else None. One MAX all-reduce: all ranks must agree before saving."""
+        limit = self.config.training.exit_duration_in_mins
+        flags = torch.tensor([float(handler.received is not None),
+                              float(limit is not None and time.time() - started_at > 60.0 * limit)])
         if dist.is_available() and dist.is_initialized():
             if dist.get_backend() == "nccl":
-                flag = flag.to(self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+                flags = flags.to(self.device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        if flags[0] > 0:
+            return "signal"
+        return "exit_duration" if flags[1] > 0 else None
 
-    def run(self, exit_signal: _ExitSignal | None = None) -> TrainResult:
+    def run(self, exit_signal: _ExitSignal | None = None, started_at: float | None = None) -> TrainResult:
         """Train to ``train_iters``. ``exit_signal``: a handler installed before the setup, so that a
-        SIGTERM during it (index building, weight loading) also ends the run cleanly."""
+        SIGTERM during it (index building, weight loading) also ends the run cleanly; ``started_at``:
+        when the process began, for --exit-duration-in-mins."""
+        started_at = time.time() if started_at is None else started_at
         tcfg, ccfg = self.config.training, self.config.checkpoint
         if self.data.summary:
             self.logger.print(self.data.summary)
@@ -330,8 +337,8 @@ class Trainer:
         samples_per_iter = tcfg.global_batch_size
         start_iteration = self.iteration
         try:
-            if tcfg.exit_signal_handler and self._exit_requested(handler):  # nothing new to save yet
-                self.logger.print(f"exiting at iteration {self.iteration} (signal during setup)")
+            if self._stop_reason(handler, started_at) == "signal":  # during the setup: nothing new to save
+                self.logger.print(f"exiting at iteration {self.iteration} (signal during the setup)")
                 return TrainResult(self.iteration, self.consumed_samples, "signal", None, None)
             while self.iteration < self.train_iters:
                 start = time.perf_counter()
@@ -350,9 +357,8 @@ class Trainer:
                 saved = False
                 if ccfg.save_interval and self.iteration % ccfg.save_interval == 0:
                     last_ckpt, saved = self.save(), True
-                if tcfg.exit_signal_handler and self._exit_requested(handler):
-                    exit_reason = "signal"
-                elif tcfg.exit_interval and self.iteration % tcfg.exit_interval == 0:
+                exit_reason = self._stop_reason(handler, started_at) or exit_reason
+                if exit_reason == "finished" and tcfg.exit_interval and self.iteration % tcfg.exit_interval == 0:
                     exit_reason = "exit_interval"
                 if exit_reason != "finished":
                     if ccfg.save and not saved:
@@ -399,6 +405,7 @@ def train(config: RunConfig, dataset_provider: DatasetProvider, parallel: Parall
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         parallel = initialize_parallel(config.tensor_model_parallel_size)
+    started_at = time.time()
     config.training.num_micro_batches(parallel.dp_size)  # fail before building anything
     exit_signal = _ExitSignal(config.training.exit_signal_handler)
     try:
@@ -408,4 +415,4 @@ def train(config: RunConfig, dataset_provider: DatasetProvider, parallel: Parall
     except BaseException:
         exit_signal.restore()
         raise
-    return trainer.run(exit_signal)
+    return trainer.run(exit_signal, started_at)

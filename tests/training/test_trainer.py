@@ -121,3 +121,11 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
     toy_main(flags + ["--save", str(tmp_path)])
     with pytest.raises(CheckpointError, match="num_layers: checkpoint 2, this run 3"):
         toy_main(flags + ["--load", str(tmp_path), "--num-layers", "3"])
+
+
+def test_exit_duration_saves_and_stops(tmp_path, capsys):
+    torch.set_num_threads(1)
+    toy_main(COMMON + ["--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters", "50",
+                       "--exit-duration-in-mins", "1e-6", "--save", str(tmp_path)])
+    assert "RESULT 1 exit_duration" in capsys.readouterr().out
+    assert read_tracker(tmp_path) == 1
