@@ -143,7 +143,7 @@ class MixedPrecisionOptimizer:
             return StepResult(grad_norm=grad_norm, skipped=True)
         if self.config.clip_grad > 0:
             coeff = self.config.clip_grad / (grad_norm + 1e-6)
-            if coeff < 1.0:
+            if coeff < 1.0 and self.shards:
                 torch._foreach_mul_([s.master.grad for s in self.shards], coeff)
         if lr is not None:
             for group in self.optimizer.param_groups:

@@ -122,11 +122,32 @@ def _token_weighted_mean(rank, world_size):
         assert _relative_error(p.main_grad, q.main_grad) < 1e-6
 
 
+def _rank_owning_nothing(rank, world_size):
+    """A 6-element model: the padded bucket gives DP rank 1 an empty shard; it must still take part."""
+    parallel = _dp_state()
+    config = OptimizerConfig(lr=0.1, use_distributed_optimizer=True)
+    torch.manual_seed(0)
+    model = nn.Linear(2, 3, bias=False)
+    before = model.weight.detach().clone()
+    ddp = DataParallel(model, config, parallel)
+    opt = build_optimizer(ddp, config, parallel)
+    assert [s.end - s.start for s in opt.shards] == ([6] if parallel.dp_rank == 0 else [])
+    ddp(torch.ones(1, 2)).sum().backward()
+    result = opt.step()
+    assert not result.skipped and result.grad_norm > 0
+    gathered = [torch.empty_like(model.weight) for _ in range(world_size)]
+    torch.distributed.all_gather(gathered, model.weight.detach())
+    assert torch.equal(gathered[0], gathered[1]) and not torch.equal(gathered[0], before)
+    assert set(opt.sharded_state_dict()) == ({"weight.range", "weight.exp_avg", "weight.exp_avg_sq", "weight.step"}
+                                             if parallel.dp_rank == 0 else set())
+
+
 def _all_dp_cases(rank, world_size, tmp_dir):
     # One spawn for every case: starting gloo processes costs more than the cases themselves.
     for distributed, overlap in [(True, True), (False, True), (True, False)]:
         _dp_equals_single_process(rank, world_size, distributed, overlap)
     _token_weighted_mean(rank, world_size)
+    _rank_owning_nothing(rank, world_size)
     _sharded_checkpoint_resumes(rank, world_size, tmp_dir)
 
 
