@@ -52,6 +52,7 @@ def _check(rank, world_size):
     torch.testing.assert_close(local.grad, ref_grad[..., rank * width:(rank + 1) * width], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_vocab_parallel_matches_full():
     # Rank 1 holds columns 12-23, of which 20-23 are padding. (TP=4 runs in tests/model/test_llama_tp.py.)

@@ -80,6 +80,7 @@ def _check_layers(rank, world_size):
     torch.testing.assert_close(scatter_to_sequence_parallel_region(x, parallel.tp_group), _rows(x, rank, world_size))
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_parallel_layers_match_single_process():
     run_distributed(_check_layers, 2)

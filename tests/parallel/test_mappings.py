@@ -99,6 +99,7 @@ def results(tmp_path_factory):
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("collective", list(CHECKS))
 def test_collective(results, collective):
