@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
-#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -382,116 +381,191 @@ py::array_t<int64_t> blend_batch_counts(py::array_t<int64_t, py::array::c_style 
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Gather samples: out[j] = the seq_length + 1 tokens of sample sample_ids[j] (a row of the sample index),
-// read straight from the memory-mapped .bin, so the loader and the shard writer never loop in Python.
-// The .idx arrays sit at unaligned offsets (34-byte header), so they are read through memcpy.
-template <typename T>
-inline T load(const void* base, int64_t i) {
-  T v;
-  std::memcpy(&v, static_cast<const char*>(base) + i * static_cast<int64_t>(sizeof(T)), sizeof(T));
-  return v;
+// Sample gatherer: copies samples straight from the memory-mapped .bin files into one [n, seq_length + 1]
+// batch, for one GPT dataset or a whole blend, in one call (the loader and the shard writer never loop in
+// Python). It keeps references to the arrays it reads, and checks every index against them.
+enum class Dt { u8, u16, i32, i64, u32 };
+
+Dt dtype_code(const py::dtype& d, const char* what) {
+  if (d.is(py::dtype::of<uint8_t>())) return Dt::u8;
+  if (d.is(py::dtype::of<uint16_t>())) return Dt::u16;
+  if (d.is(py::dtype::of<int32_t>())) return Dt::i32;
+  if (d.is(py::dtype::of<int64_t>())) return Dt::i64;
+  if (d.is(py::dtype::of<uint32_t>())) return Dt::u32;
+  throw py::value_error(std::string(what) + ": unsupported dtype " + py::str(d).cast<std::string>());
 }
 
-template <typename In, typename Out, typename Index>
-void gather_impl(const In* tokens, int64_t num_tokens, const void* pointers, const void* sizes, int64_t num_seqs,
-                 const int32_t* doc_idx, int64_t num_doc_idx, const Index* sample_idx, int64_t num_rows,
-                 const int64_t* ids, int64_t num_ids, const int64_t* rows, int64_t num_out_rows, int64_t seq_length,
-                 Out* out) {
-  const int64_t width = seq_length + 1;
-  for (int64_t j = 0; j < num_ids; ++j) {
-    const int64_t row = rows ? rows[j] : j;
-    if (row < 0 || row >= num_out_rows)
-      throw std::invalid_argument("rows[" + std::to_string(j) + "] = " + std::to_string(row) + " outside out's " +
-                                  std::to_string(num_out_rows) + " rows");
-    const int64_t id = ids[j];
-    if (id < 0 || id + 1 >= num_rows)
-      throw std::invalid_argument("sample id " + std::to_string(id) + " outside the sample index of " +
-                                  std::to_string(num_rows - 1) + " samples");
-    int64_t pos = sample_idx[2 * id], offset = sample_idx[2 * id + 1];
-    const int64_t last_pos = sample_idx[2 * id + 2], last_offset = sample_idx[2 * id + 3];
-    if (pos < 0 || last_pos >= num_doc_idx || pos > last_pos)
-      throw std::invalid_argument("sample " + std::to_string(id) + " points outside the document index");
-    Out* o = out + row * width;
-    int64_t written = 0;
-    for (; pos <= last_pos; ++pos, offset = 0) {
-      const int64_t doc = doc_idx[pos];
-      if (doc < 0 || doc >= num_seqs) throw std::invalid_argument("document " + std::to_string(doc) + " out of range");
-      const int64_t size = load<int32_t>(sizes, doc);
-      const int64_t end = pos == last_pos ? last_offset + 1 : size;  // the last document up to and including last_offset
-      const int64_t len = end - offset;
-      const int64_t start = load<int64_t>(pointers, doc) / static_cast<int64_t>(sizeof(In)) + offset;
-      if (offset < 0 || len < 0 || end > size || start < 0 || start + len > num_tokens || written + len > width)
-        throw std::invalid_argument("sample " + std::to_string(id) + " reads outside document " + std::to_string(doc) +
-                                    " (index and data disagree)");
-      std::copy(tokens + start, tokens + start + len, o + written);
-      written += len;
-    }
-    if (written != width)
-      throw std::invalid_argument("sample " + std::to_string(id) + " has " + std::to_string(written) + " tokens, expected " +
-                                  std::to_string(width));
+int64_t itemsize(Dt d) {
+  switch (d) {
+    case Dt::u8: return 1;
+    case Dt::u16: return 2;
+    case Dt::i32: case Dt::u32: return 4;
+    default: return 8;
   }
 }
 
-template <typename In, typename Out>
-void gather_typed(const py::array& tokens, const py::array& pointers, const py::array& sizes,
-                  const py::array_t<int32_t>& doc_idx, const py::array& sample_idx, const py::array_t<int64_t>& ids,
-                  const int64_t* rows, int64_t seq_length, py::array& out) {
-  const In* t = static_cast<const In*>(tokens.data());
-  Out* o = static_cast<Out*>(out.mutable_data());
-  const int64_t num_tokens = tokens.shape(0), num_seqs = sizes.shape(0), num_doc_idx = doc_idx.shape(0);
-  const int64_t num_rows = sample_idx.shape(0), num_ids = ids.shape(0), num_out_rows = out.shape(0);
-  py::gil_scoped_release nogil;
-  if (sample_idx.dtype().is(py::dtype::of<int32_t>()))
-    gather_impl<In, Out, int32_t>(t, num_tokens, pointers.data(), sizes.data(), num_seqs, doc_idx.data(), num_doc_idx,
-                                  static_cast<const int32_t*>(sample_idx.data()), num_rows, ids.data(), num_ids, rows, num_out_rows,
-                                  seq_length, o);
-  else
-    gather_impl<In, Out, int64_t>(t, num_tokens, pointers.data(), sizes.data(), num_seqs, doc_idx.data(), num_doc_idx,
-                                  static_cast<const int64_t*>(sample_idx.data()), num_rows, ids.data(), num_ids, rows, num_out_rows,
-                                  seq_length, o);
+// Element i of a contiguous array of dtype d, widened to int64. The .idx arrays sit at unaligned offsets
+// (34-byte header), so everything is read through memcpy.
+inline int64_t load_as_int64(const void* base, Dt d, int64_t i) {
+  const char* p = static_cast<const char*>(base) + i * itemsize(d);
+  switch (d) {
+    case Dt::u8: return *reinterpret_cast<const uint8_t*>(p);
+    case Dt::u16: { uint16_t v; std::memcpy(&v, p, 2); return v; }
+    case Dt::i32: { int32_t v; std::memcpy(&v, p, 4); return v; }
+    case Dt::u32: { uint32_t v; std::memcpy(&v, p, 4); return v; }
+    default: { int64_t v; std::memcpy(&v, p, 8); return v; }
+  }
 }
 
-template <typename In>
-void gather_out(const py::array& tokens, const py::array& pointers, const py::array& sizes,
-                const py::array_t<int32_t>& doc_idx, const py::array& sample_idx, const py::array_t<int64_t>& ids,
-                const int64_t* rows, int64_t seq_length, py::array& out) {
-  if (out.dtype().is(py::dtype::of<int64_t>()))
-    gather_typed<In, int64_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, rows, seq_length, out);
-  else if (out.dtype().is(tokens.dtype()))
-    gather_typed<In, In>(tokens, pointers, sizes, doc_idx, sample_idx, ids, rows, seq_length, out);
-  else
-    throw py::value_error("out must be int64 or the token dtype");
+struct ArrayView {
+  py::array keep;  // holds the mapping alive
+  const void* data = nullptr;
+  Dt dt = Dt::i64;
+  int64_t size = 0;
+};
+
+ArrayView view_1d(py::array a, const char* what) {
+  if (a.ndim() != 1 || !(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(what) + " must be a contiguous 1-D array");
+  return ArrayView{a, a.data(), dtype_code(a.dtype(), what), a.shape(0)};
 }
 
-void gather_samples(py::array tokens, py::array pointers, py::array sizes,
-                    py::array_t<int32_t, py::array::c_style | py::array::forcecast> doc_idx, py::array sample_idx,
-                    py::array_t<int64_t, py::array::c_style | py::array::forcecast> ids, int64_t seq_length, py::array out,
-                    std::optional<py::array_t<int64_t, py::array::c_style | py::array::forcecast>> rows) {
-  if (tokens.ndim() != 1 || !(tokens.flags() & py::array::c_style)) throw py::value_error("tokens must be a contiguous 1-D array");
-  if (pointers.ndim() != 1 || sizes.ndim() != 1 || pointers.shape(0) != sizes.shape(0) ||
-      !(pointers.flags() & py::array::c_style) || !(sizes.flags() & py::array::c_style) ||
-      !pointers.dtype().is(py::dtype::of<int64_t>()) || !sizes.dtype().is(py::dtype::of<int32_t>()))
-    throw py::value_error("pointers (int64) and sizes (int32) must be contiguous 1-D arrays of the same length");
-  if (doc_idx.ndim() != 1 || ids.ndim() != 1) throw py::value_error("doc_idx and ids must be 1-D");
-  if (sample_idx.ndim() != 2 || sample_idx.shape(1) != 2 || !(sample_idx.flags() & py::array::c_style) ||
-      !(sample_idx.dtype().is(py::dtype::of<int32_t>()) || sample_idx.dtype().is(py::dtype::of<int64_t>())))
-    throw py::value_error("sample_idx must be a contiguous int32 or int64 array of shape [n, 2]");
-  if (seq_length < 1) throw py::value_error("seq_length must be >= 1");
-  if (rows && (rows->ndim() != 1 || rows->shape(0) != ids.shape(0)))
-    throw py::value_error("rows must be 1-D with one entry per id");
-  if (!rows && out.ndim() >= 1 && out.shape(0) != ids.shape(0))
-    throw py::value_error("out must have one row per id when rows is not given");
-  if (out.ndim() != 2 || out.shape(1) != seq_length + 1 || !(out.flags() & py::array::c_style) ||
-      !out.writeable())
-    throw py::value_error("out must be a writeable contiguous array of shape [n, seq_length + 1]");
-  const int64_t* r = rows ? rows->data() : nullptr;
-  const py::dtype dt = tokens.dtype();
-  if (dt.is(py::dtype::of<uint16_t>())) gather_out<uint16_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, r, seq_length, out);
-  else if (dt.is(py::dtype::of<int32_t>())) gather_out<int32_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, r, seq_length, out);
-  else if (dt.is(py::dtype::of<uint8_t>())) gather_out<uint8_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, r, seq_length, out);
-  else if (dt.is(py::dtype::of<int64_t>())) gather_out<int64_t>(tokens, pointers, sizes, doc_idx, sample_idx, ids, r, seq_length, out);
-  else throw py::value_error("token dtype must be uint8, uint16, int32 or int64");
+struct GatherSource {
+  ArrayView tokens, pointers, sizes, doc_idx, sample_idx, shuffle;  // sample_idx is [rows, 2], flattened
+};
+
+template <typename Out>
+void copy_tokens(const ArrayView& t, int64_t start, int64_t len, Out* o) {
+  switch (t.dt) {
+    case Dt::u8: { auto p = static_cast<const uint8_t*>(t.data) + start; std::copy(p, p + len, o); break; }
+    case Dt::u16: { auto p = static_cast<const uint16_t*>(t.data) + start; std::copy(p, p + len, o); break; }
+    case Dt::i32: { auto p = static_cast<const int32_t*>(t.data) + start; std::copy(p, p + len, o); break; }
+    case Dt::u32: { auto p = static_cast<const uint32_t*>(t.data) + start; std::copy(p, p + len, o); break; }
+    default: { auto p = static_cast<const int64_t*>(t.data) + start; std::copy(p, p + len, o); break; }
+  }
 }
+
+// Sample at position j of source s's shuffle into o[0 .. seq_length].
+template <typename Out>
+void gather_one(const GatherSource& s, int64_t j, int64_t seq_length, Out* o) {
+  if (j < 0 || j >= s.shuffle.size)
+    throw std::invalid_argument("sample " + std::to_string(j) + " outside the " + std::to_string(s.shuffle.size) +
+                                " samples of its dataset");
+  const int64_t id = load_as_int64(s.shuffle.data, s.shuffle.dt, j);
+  const int64_t rows = s.sample_idx.size / 2;
+  if (id < 0 || id + 1 >= rows)
+    throw std::invalid_argument("shuffle index entry " + std::to_string(id) + " outside the sample index of " +
+                                std::to_string(rows - 1) + " samples");
+  int64_t pos = load_as_int64(s.sample_idx.data, s.sample_idx.dt, 2 * id);
+  int64_t offset = load_as_int64(s.sample_idx.data, s.sample_idx.dt, 2 * id + 1);
+  const int64_t last_pos = load_as_int64(s.sample_idx.data, s.sample_idx.dt, 2 * id + 2);
+  const int64_t last_offset = load_as_int64(s.sample_idx.data, s.sample_idx.dt, 2 * id + 3);
+  if (pos < 0 || last_pos >= s.doc_idx.size || pos > last_pos)
+    throw std::invalid_argument("sample " + std::to_string(id) + " points outside the document index");
+  const int64_t width = seq_length + 1, tok_size = itemsize(s.tokens.dt);
+  int64_t written = 0;
+  for (; pos <= last_pos; ++pos, offset = 0) {
+    const int64_t doc = load_as_int64(s.doc_idx.data, s.doc_idx.dt, pos);
+    if (doc < 0 || doc >= s.sizes.size) throw std::invalid_argument("document " + std::to_string(doc) + " out of range");
+    const int64_t size = load_as_int64(s.sizes.data, s.sizes.dt, doc);
+    const int64_t end = pos == last_pos ? last_offset + 1 : size;  // the last document up to and including last_offset
+    const int64_t len = end - offset;
+    const int64_t start = load_as_int64(s.pointers.data, s.pointers.dt, doc) / tok_size + offset;
+    if (offset < 0 || len < 0 || end > size || start < 0 || start + len > s.tokens.size || written + len > width)
+      throw std::invalid_argument("sample " + std::to_string(id) + " reads outside document " + std::to_string(doc) +
+                                  " (index and data disagree)");
+    copy_tokens(s.tokens, start, len, o + written);
+    written += len;
+  }
+  if (written != width)
+    throw std::invalid_argument("sample " + std::to_string(id) + " has " + std::to_string(written) + " tokens, expected " +
+                                std::to_string(width));
+}
+
+class SampleGatherer {
+ public:
+  // sources: tuples (tokens, pointers, sizes, doc_idx, sample_idx, shuffle_idx), one per dataset. With
+  // dataset_index / dataset_sample_index (a blend), item i is sample dataset_sample_index[i] of source
+  // dataset_index[i]; without them (one source), item i is sample i of source 0.
+  SampleGatherer(py::list sources, int64_t seq_length, py::object dataset_index, py::object dataset_sample_index)
+      : seq_length_(seq_length) {
+    if (seq_length < 1) throw py::value_error("seq_length must be >= 1");
+    for (auto item : sources) {
+      auto t = item.cast<py::tuple>();
+      if (t.size() != 6) throw py::value_error("each source is (tokens, pointers, sizes, doc_idx, sample_idx, shuffle_idx)");
+      GatherSource s{view_1d(t[0], "tokens"), view_1d(t[1], "pointers"), view_1d(t[2], "sizes"),
+                     view_1d(t[3], "doc_idx"), {}, view_1d(t[5], "shuffle_idx")};
+      py::array si = t[4].cast<py::array>();
+      if (si.ndim() != 2 || si.shape(1) != 2 || !(si.flags() & py::array::c_style))
+        throw py::value_error("sample_idx must be a contiguous [n, 2] array");
+      s.sample_idx = ArrayView{si, si.data(), dtype_code(si.dtype(), "sample_idx"), si.shape(0) * 2};
+      if (s.pointers.size != s.sizes.size || s.pointers.dt != Dt::i64 || s.sizes.dt != Dt::i32)
+        throw py::value_error("pointers (int64) and sizes (int32) must have one entry per sequence");
+      sources_.push_back(std::move(s));
+    }
+    if (sources_.empty() || sources_.size() > 255) throw py::value_error("the gatherer needs 1 to 255 sources");
+    if (dataset_index.is_none() != dataset_sample_index.is_none())
+      throw py::value_error("give both dataset_index and dataset_sample_index, or neither");
+    if (!dataset_index.is_none()) {
+      blend_ = true;
+      dataset_index_ = view_1d(dataset_index.cast<py::array>(), "dataset_index");
+      dataset_sample_index_ = view_1d(dataset_sample_index.cast<py::array>(), "dataset_sample_index");
+      if (dataset_index_.dt != Dt::u8 || dataset_sample_index_.dt != Dt::i64 ||
+          dataset_index_.size != dataset_sample_index_.size)
+        throw py::value_error("dataset_index (uint8) and dataset_sample_index (int64) must have the same length");
+      size_ = dataset_index_.size;
+    } else {
+      if (sources_.size() != 1) throw py::value_error("several sources need a dataset_index");
+      size_ = sources_[0].shuffle.size;
+    }
+  }
+
+  int64_t size() const { return size_; }
+
+  // out[r] = item indices[r]; out is [len(indices), seq_length + 1] of int64 or a token dtype.
+  void gather(py::array_t<int64_t, py::array::c_style | py::array::forcecast> indices, py::array out) const {
+    if (indices.ndim() != 1) throw py::value_error("indices must be 1-D");
+    if (out.ndim() != 2 || out.shape(0) != indices.shape(0) || out.shape(1) != seq_length_ + 1 ||
+        !(out.flags() & py::array::c_style) || !out.writeable())
+      throw py::value_error("out must be a writeable contiguous array of shape [len(indices), seq_length + 1]");
+    const Dt out_dt = dtype_code(out.dtype(), "out");
+    const int64_t* idx = indices.data();
+    const int64_t n = indices.shape(0);
+    void* o = out.mutable_data();
+    py::gil_scoped_release nogil;
+    switch (out_dt) {
+      case Dt::u8: run(idx, n, static_cast<uint8_t*>(o)); break;
+      case Dt::u16: run(idx, n, static_cast<uint16_t*>(o)); break;
+      case Dt::i32: run(idx, n, static_cast<int32_t*>(o)); break;
+      case Dt::u32: run(idx, n, static_cast<uint32_t*>(o)); break;
+      default: run(idx, n, static_cast<int64_t*>(o)); break;
+    }
+  }
+
+ private:
+  template <typename Out>
+  void run(const int64_t* idx, int64_t n, Out* out) const {
+    const int64_t width = seq_length_ + 1;
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t i = idx[r];
+      if (i < 0 || i >= size_)
+        throw std::out_of_range("index " + std::to_string(i) + " out of range for " + std::to_string(size_) + " samples");
+      int64_t k = 0, j = i;
+      if (blend_) {
+        k = load_as_int64(dataset_index_.data, Dt::u8, i);
+        j = load_as_int64(dataset_sample_index_.data, Dt::i64, i);
+        if (k >= static_cast<int64_t>(sources_.size()))
+          throw std::invalid_argument("dataset_index[" + std::to_string(i) + "] = " + std::to_string(k) + " names no source");
+      }
+      gather_one(sources_[k], j, seq_length_, out + r * width);
+    }
+  }
+
+  int64_t seq_length_, size_ = 0;
+  bool blend_ = false;
+  std::vector<GatherSource> sources_;
+  ArrayView dataset_index_, dataset_sample_index_;
+};
 
 }  // namespace
 
@@ -508,8 +582,11 @@ void register_dataset_helpers(py::module_& m) {
         "(dataset_index uint8, dataset_sample_index int64, samples per source) with exact per-batch counts.");
   m.def("blend_batch_counts", &blend_batch_counts, py::arg("weights"), py::arg("global_batch_size"),
         py::arg("num_batches"), "[num_batches, K] per-source sample counts of each global batch.");
-  m.def("gather_samples", &gather_samples, py::arg("tokens"), py::arg("pointers"), py::arg("sizes"), py::arg("doc_idx"),
-        py::arg("sample_idx"), py::arg("ids"), py::arg("seq_length"), py::arg("out"), py::arg("rows") = py::none(),
-        "Copy samples `ids` (rows of sample_idx) into rows `rows` (default 0..len(ids)-1) of out [n, seq_length + 1] "
-        "(int64 or the token dtype).");
+  py::class_<SampleGatherer>(m, "SampleGatherer",
+                             "Copies samples of one GPT dataset or a blend from the mapped .bin files into a batch.")
+      .def(py::init<py::list, int64_t, py::object, py::object>(), py::arg("sources"), py::arg("seq_length"),
+           py::arg("dataset_index") = py::none(), py::arg("dataset_sample_index") = py::none())
+      .def("__len__", &SampleGatherer::size)
+      .def("gather", &SampleGatherer::gather, py::arg("indices"), py::arg("out"),
+           "out[r] = item indices[r]; out is [len(indices), seq_length + 1] (int64 or a token dtype).");
 }

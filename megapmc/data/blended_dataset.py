@@ -66,6 +66,7 @@ class BlendedDataset(torch.utils.data.Dataset):
             arrays = cache.get_or_build(description, self._build, BLEND_INDEX_NAMES)
             self._cache_paths = cache.paths(description, BLEND_INDEX_NAMES)[1]
         self.dataset_index, self.dataset_sample_index = arrays["dataset_index"], arrays["dataset_sample_index"]
+        self._gatherer = None  # built on first use, in each process
         self.source_samples = self._draws()
         for name, ds, drawn in zip(self.names, self.datasets, self.source_samples):
             if drawn > len(ds):
@@ -82,6 +83,7 @@ class BlendedDataset(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
+        state["_gatherer"] = None
         if self._cache_paths is not None:
             for name in BLEND_INDEX_NAMES:
                 state.pop(name)
@@ -103,15 +105,11 @@ class BlendedDataset(torch.utils.data.Dataset):
     def get_tokens(self, indices, dtype=np.int64) -> np.ndarray:
         """Samples ``indices`` as one ``[len(indices), seq_length + 1]`` array."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.num_samples):
-            bad = idx[(idx < 0) | (idx >= self.num_samples)][0]
-            raise IndexError(f"sample {bad} out of range for a blend of {self.num_samples} samples")
-        src = np.asarray(self.dataset_index[idx])
-        local = np.asarray(self.dataset_sample_index[idx])
+        if self._gatherer is None:
+            self._gatherer = _C.SampleGatherer([ds.gather_source() for ds in self.datasets], self.seq_length,
+                                               self.dataset_index, self.dataset_sample_index)
         out = np.empty((idx.size, self.seq_length + 1), dtype=dtype)  # [n, s+1]
-        for k in np.unique(src):
-            rows = np.flatnonzero(src == k)
-            self.datasets[k].gather_into(local[rows], out, rows)  # straight into this source's rows
+        self._gatherer.gather(idx, out)
         return out
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:

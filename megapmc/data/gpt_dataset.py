@@ -94,6 +94,7 @@ class GPTDataset(torch.utils.data.Dataset):
         self._set_arrays(arrays)
 
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self._gatherer = None  # built on first use, in each process
         self.document_index = arrays["document_index"]
         self.sample_index = arrays["sample_index"]
         self.shuffle_index = arrays["shuffle_index"]
@@ -115,6 +116,7 @@ class GPTDataset(torch.utils.data.Dataset):
     # Workers re-map the cached files instead of receiving copies of the arrays.
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
+        state["_gatherer"] = None
         if self._cache_paths is not None:
             for name in INDEX_NAMES:
                 state.pop(name)
@@ -128,21 +130,19 @@ class GPTDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    def gather_source(self) -> tuple:
+        """The arrays :class:`megapmc._C.SampleGatherer` reads this dataset's samples from."""
+        return (self.indexed.tokens, self.indexed.sequence_pointers, self.indexed.sequence_lengths,
+                self.document_index, self.sample_index, self.shuffle_index)
+
     def get_tokens(self, indices, dtype=np.int64) -> np.ndarray:
-        """Samples ``indices`` as one ``[len(indices), seq_length + 1]`` array (``dtype``: int64 or the shard's)."""
+        """Samples ``indices`` as one ``[len(indices), seq_length + 1]`` array, copied in C++."""
+        if self._gatherer is None:
+            self._gatherer = _C.SampleGatherer([self.gather_source()], self.seq_length)
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         out = np.empty((idx.size, self.seq_length + 1), dtype=dtype)  # [n, s+1]
-        self.gather_into(idx, out, None)
+        self._gatherer.gather(idx, out)
         return out
-
-    def gather_into(self, idx: np.ndarray, out: np.ndarray, rows) -> None:
-        """Write samples ``idx`` into rows ``rows`` of ``out`` (``None``: rows ``0..len(idx)-1``), in C++."""
-        if idx.size and (idx.min() < 0 or idx.max() >= self.num_samples):
-            bad = idx[(idx < 0) | (idx >= self.num_samples)][0]
-            raise IndexError(f"sample {bad} out of range for {self.name} ({self.split}) with {self.num_samples} samples")
-        ids = np.asarray(self.shuffle_index[idx], dtype=np.int64)
-        _C.gather_samples(self.indexed.tokens, self.indexed.sequence_pointers, self.indexed.sequence_lengths,
-                          self.document_index, self.sample_index, ids, self.seq_length, out, rows)
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         return {"tokens": torch.from_numpy(self.get_tokens([idx])[0])}

@@ -160,15 +160,12 @@ def _write_shard(dataset: BlendedDataset, prefix: str, first: int, last: int, dt
                  bar: tqdm) -> tuple[dict, np.ndarray]:
     paths = _shard_paths(prefix)
     seq = dataset.seq_length
-    same_dtype = all(np.dtype(ds.indexed.dtype) == dtype for ds in dataset.datasets)
-    gather_dtype = dtype if same_dtype else np.int64
     bin_digest = hashlib.sha256()
     sources = np.asarray(dataset.sources_of(np.arange(first, last)), dtype=np.uint8)
     with IndexedDatasetBuilder(prefix, dtype=dtype) as builder:
         for start in range(first, last, chunk):
             end = min(start + chunk, last)
-            # The gather writes int64 or the sources' own dtype; mixed-dtype sources go through int64.
-            tokens = dataset.get_tokens(np.arange(start, end), dtype=gather_dtype).astype(dtype, copy=False)  # [n, s+1]
+            tokens = dataset.get_tokens(np.arange(start, end), dtype=dtype)  # [n, s+1]
             builder.add_documents(tokens.reshape(-1), np.full(end - start, seq + 1, dtype=np.int64))
             bin_digest.update(memoryview(tokens).cast("B"))
             bar.update(tokens.nbytes)

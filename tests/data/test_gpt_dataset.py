@@ -114,16 +114,28 @@ def test_document_and_shuffle_index_reject_bad_input():
     np.testing.assert_array_equal(np.sort(perm[4:]), np.arange(4, 10))
 
 
-def test_gather_rejects_indices_that_disagree_with_the_data(shard):
+def test_gatherer_rejects_indices_that_disagree_with_the_data(shard):
     ds = GPTDataset(shard, "books", "train", (0, 40), 20, 8, seed=0)
-    args = (shard.tokens, shard.sequence_pointers, shard.sequence_lengths, ds.document_index, ds.sample_index)
+    tokens, pointers, sizes, doc_index, sample_index, shuffle = ds.gather_source()
     out = np.empty((1, 9), dtype=np.int64)
-    with pytest.raises(ValueError, match="sample id 20 outside"):
-        _C.gather_samples(*args, np.array([20]), 8, out)
+    with pytest.raises(IndexError, match="index 20 out of range for 20 samples"):
+        _C.SampleGatherer([ds.gather_source()], 8).gather(np.array([20]), out)
     with pytest.raises(ValueError, match="out must be"):
-        _C.gather_samples(*args, np.array([0]), 8, np.empty((1, 8), dtype=np.int64))
-    bad_docs = np.full_like(np.asarray(ds.document_index), 99)
+        _C.SampleGatherer([ds.gather_source()], 8).gather(np.array([0]), np.empty((1, 8), dtype=np.int64))
+    bad_docs = np.full_like(np.asarray(doc_index), 99)
     with pytest.raises(ValueError, match="document 99 out of range"):
-        _C.gather_samples(args[0], args[1], args[2], bad_docs, args[4], np.array([0]), 8, out)
+        _C.SampleGatherer([(tokens, pointers, sizes, bad_docs, sample_index, shuffle)], 8).gather(np.array([0]), out)
+    bad_shuffle = np.full(20, 10_000, dtype=np.int64)
+    with pytest.raises(ValueError, match="shuffle index entry 10000 outside the sample index"):
+        _C.SampleGatherer([(tokens, pointers, sizes, doc_index, sample_index, bad_shuffle)], 8).gather(np.array([3]), out)
+    truncated = tokens[: len(tokens) // 2]
+    with pytest.raises(ValueError, match="index and data disagree"):
+        _C.SampleGatherer([(truncated, pointers, sizes, doc_index, sample_index, shuffle)], 8).gather(
+            np.arange(20), np.empty((20, 9), dtype=np.int64))
+    with pytest.raises(ValueError, match="several sources need a dataset_index"):
+        _C.SampleGatherer([ds.gather_source()] * 2, 8)
+    blend_index = np.array([0, 1], dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"dataset_index\[1\] = 1 names no source"):
+        _C.SampleGatherer([ds.gather_source()], 8, blend_index, np.array([0, 0])).gather(np.array([1]), out)
     with pytest.raises(IndexError, match="out of range"):
         ds.get_tokens([20])
