@@ -104,7 +104,9 @@ class DataConfig:
         micro_batch_size: the blend gives every slice of this many samples (one micro-batch on one DP rank)
             floor or ceil of its share; the exact per-global-batch counts hold for any value.
         eval_samples: samples of the validation and test blends; default one pass of the smallest source's split.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes. 0 is fastest when the shards sit on a local disk or in the
+            page cache (the C++ gather of a micro-batch costs less than moving it between processes);
+            workers help when reads stall on a cold or remote file system.
         cache_dir: where the index ``.npy`` files go; default ``index-cache/`` beside the first source.
     """
 
@@ -115,7 +117,7 @@ class DataConfig:
     epoch_source: Optional[str] = None
     micro_batch_size: int = 1
     eval_samples: Optional[int] = None
-    num_workers: int = 2
+    num_workers: int = 0
     cache_dir: Optional[str] = None
     sources: list[DataSource] = field(init=False)
     manifest: Optional[str] = field(init=False)

@@ -20,9 +20,10 @@ def build_pretraining_data_loader(dataset: Optional[Dataset], consumed_samples: 
                                   num_workers: int = 2) -> Optional[DataLoader]:
     """A loader yielding this DP rank's micro-batches ``{"tokens": int64 [mbs, seq_length + 1]}`` in order.
 
-    ``consumed_samples`` is the global count from the checkpoint (0 for a fresh run). Workers help when a
-    step's compute is short against fetching (small models, many micro-batches); pinned memory only helps
-    a CUDA copy, so it is used when CUDA is present.
+    ``consumed_samples`` is the global count from the checkpoint (0 for a fresh run). The datasets copy a
+    whole micro-batch in one C++ call, which costs less than handing a batch between processes, so workers
+    only help when reads stall on a cold or remote file system (benchmarks/bench_data.py measures both).
+    Pinned memory only helps a CUDA copy, so it is used when CUDA is present.
     """
     if dataset is None:
         return None
