@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from megapmc.parallel.mappings import (
-    copy_to_tensor_model_parallel_region,
-    gather_from_sequence_parallel_region,
+    Group,
+    all_gather_first_dim_async,
+    all_reduce_async,
     gather_from_tensor_model_parallel_region,
+    reduce_scatter_first_dim_async,
     reduce_from_tensor_model_parallel_region,
     reduce_scatter_to_sequence_parallel_region,
 )
@@ -43,6 +45,48 @@ def seeded_normal(shape: Sequence[int], std: float, seed: int, device, dtype) ->
     out = torch.empty(tuple(shape), device=device, dtype=torch.float32)
     out.normal_(0.0, std, generator=gen)
     return out.to(dtype)
+
+
+class _ColumnParallelMatmul(torch.autograd.Function):
+    """``Y = X Wᵀ`` for a column-parallel layer, with its collectives overlapped with the GEMMs.
+
+    Forward: with sequence parallelism ``X`` is this rank's ``[s/tp, b, in]`` and is all-gathered first.
+    Backward: the input gradient's all-reduce (reduce-scatter with SP) runs while the weight-gradient
+    GEMM computes; with SP only the local ``[s/tp, b, in]`` input is saved and re-gathered in backward,
+    its all-gather overlapping the input-gradient GEMM (Megatron-LM's memory/overlap trade).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, group: Group, sequence_parallel: bool):
+        if sequence_parallel:
+            total, handle = all_gather_first_dim_async(x, group)  # [s/tp, b, in] -> [s, b, in]
+            handle.wait()
+        else:
+            total = x
+        ctx.save_for_backward(x, weight)
+        ctx.group, ctx.sequence_parallel = group, sequence_parallel
+        return F.linear(total, weight)  # [s, b, out/tp]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        group = ctx.group
+        if ctx.sequence_parallel:
+            total, gather = all_gather_first_dim_async(x, group)  # re-gather while grad_input computes
+        else:
+            total, gather = x, None
+        grad_input = grad_out.matmul(weight)  # [s, b, out/tp] @ [out/tp, in] -> [s, b, in], partial over TP
+        if gather is not None:
+            gather.wait()
+            grad_input, reduce = reduce_scatter_first_dim_async(grad_input, group)  # -> [s/tp, b, in]
+        else:
+            reduce = all_reduce_async(grad_input, group)
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            # [out/tp, s·b] @ [s·b, in] -> [out/tp, in], computed while the input gradient is reduced
+            grad_weight = grad_out.reshape(-1, grad_out.shape[-1]).t().matmul(total.reshape(-1, total.shape[-1]))
+        reduce.wait()
+        return grad_input, grad_weight, None, None
 
 
 def derive_seed(seed: int, name: str) -> int:
@@ -96,11 +140,10 @@ class ColumnParallelLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         group = self.parallel.tp_group
-        if self.sequence_parallel:
-            x = gather_from_sequence_parallel_region(x, group)  # [s/tp, b, in] -> [s, b, in]
+        if self.parallel.tp_size == 1:
+            y = F.linear(x, self.weight)
         else:
-            x = copy_to_tensor_model_parallel_region(x, group)
-        y = F.linear(x, self.weight)  # [s, b, out/tp]
+            y = _ColumnParallelMatmul.apply(x, self.weight, group, self.sequence_parallel)  # [s, b, out/tp]
         if self.gather_output:
             y = gather_from_tensor_model_parallel_region(y, group)  # [s, b, out]
         return y

@@ -101,6 +101,44 @@ def _reduce_scatter_first_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
     return out
 
 
+# ---- asynchronous collectives (for overlapping communication with a GEMM) ------------------------
+
+class _Done:
+    """Handle of a collective that needed no communication (one rank)."""
+
+    def wait(self) -> None:
+        return None
+
+
+def all_reduce_async(x: torch.Tensor, group: Group):
+    """Start an in-place all-reduce of contiguous ``x``; returns a handle to ``wait()`` on."""
+    if group_size(group) == 1:
+        return _Done()
+    return dist.all_reduce(x, group=group, async_op=True)
+
+
+def all_gather_first_dim_async(x: torch.Tensor, group: Group):
+    """Start ``[s/tp, ...] -> [s, ...]``; returns ``(output, handle)``, output valid after ``wait()``."""
+    world = group_size(group)
+    if world == 1:
+        return x, _Done()
+    x = x.contiguous()
+    out = torch.empty((world * x.shape[0],) + x.shape[1:], dtype=x.dtype, device=x.device)
+    return out, _all_gather_single(out, x, group=group, async_op=True)
+
+
+def reduce_scatter_first_dim_async(x: torch.Tensor, group: Group):
+    """Start ``[s, ...]`` summed over ranks ``-> [s/tp, ...]``; returns ``(output, handle)``."""
+    world = group_size(group)
+    if world == 1:
+        return x, _Done()
+    if x.shape[0] % world:
+        raise ValueError(f"dim 0 ({x.shape[0]}) is not divisible by the tensor-parallel size {world}")
+    x = x.contiguous()
+    out = torch.empty((x.shape[0] // world,) + x.shape[1:], dtype=x.dtype, device=x.device)
+    return out, _reduce_scatter_single(out, x, group=group, async_op=True)
+
+
 # ---- autograd functions ------------------------------------------------------------------------
 
 class _CopyToRegion(torch.autograd.Function):

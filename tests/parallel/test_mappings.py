@@ -77,6 +77,18 @@ def check_reduce_scatter_sequence(rank, group):
     torch.testing.assert_close(gx, torch.cat([_t(r, 2, 2, 3, salt=1) for r in range(WORLD)]))
 
 
+def check_async_collectives(rank, group):
+    x = _t(rank, 4, 3)
+    M.all_reduce_async(x, group).wait()
+    torch.testing.assert_close(x, sum(_t(r, 4, 3) for r in range(WORLD)))
+    out, handle = M.all_gather_first_dim_async(_t(rank, 2, 3), group)
+    handle.wait()
+    torch.testing.assert_close(out, torch.cat([_t(r, 2, 3) for r in range(WORLD)]))
+    out, handle = M.reduce_scatter_first_dim_async(_t(rank, 4, 3), group)
+    handle.wait()
+    torch.testing.assert_close(out, sum(_t(r, 4, 3) for r in range(WORLD))[2 * rank:2 * rank + 2])
+
+
 CHECKS = {name[len("check_"):]: fn for name, fn in dict(globals()).items() if name.startswith("check_")}
 
 
