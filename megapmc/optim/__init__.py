@@ -2,7 +2,7 @@
 from megapmc.optim.config import OptimizerConfig
 from megapmc.optim.data_parallel import DataParallel
 from megapmc.optim.distributed_optimizer import DistributedOptimizer, build_optimizer
-from megapmc.optim.optimizer import MixedPrecisionOptimizer, StepResult
+from megapmc.optim.optimizer import MixedPrecisionOptimizer, StepResult, merge_sharded_state_dicts
 
 __all__ = [
     "DataParallel",
@@ -11,4 +11,5 @@ __all__ = [
     "OptimizerConfig",
     "StepResult",
     "build_optimizer",
+    "merge_sharded_state_dicts",
 ]

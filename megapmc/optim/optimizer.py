@@ -193,43 +193,94 @@ class MixedPrecisionOptimizer:
 
     @torch.no_grad()
     def load_sharded_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
-        """Load what ``sharded_state_dict`` returned on the same (TP, DP) rank and layout."""
-        expected = set()
-        for s in self.shards:
-            expected.add(f"{s.name}.range")
-            if not s.aliases_param:
-                expected.add(f"{s.name}.master")
+        """Load what ``sharded_state_dict`` returned on the same (TP, DP) rank and layout, or full
+        per-parameter state from ``merge_sharded_state_dicts`` (any DP size, either optimizer): each
+        rank then takes the elements it owns."""
+        model_names = {n for n, _ in self.ddp.module.named_parameters()}
+        owned = {s.name for s in self.shards}
         has_state = any(k.endswith(".exp_avg") for k in sd)
-        if has_state:
-            expected |= {f"{s.name}.{k}" for s in self.shards for k in ("exp_avg", "exp_avg_sq", "step")}
-        missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
-        if missing or unexpected:
+        kinds = ("range",) + (("exp_avg", "exp_avg_sq", "step") if has_state else ())
+        expected = {f"{s.name}.{k}" for s in self.shards for k in kinds}
+        expected |= {f"{s.name}.master" for s in self.shards if not s.aliases_param}
+        missing = sorted(expected - set(sd))
+        foreign = sorted(k for k in sd if k.rpartition(".")[0] not in model_names)
+        unexpected = sorted(k for k in set(sd) - expected if k.rpartition(".")[0] in owned or
+                            not _is_full(sd, k.rpartition(".")[0]))
+        if missing or foreign or unexpected:
             raise ValueError(
                 f"optimizer shard does not match this model/optimizer: missing {missing[:5]}, unexpected "
-                f"{unexpected[:5]}; resume with the same model, --use-distributed-optimizer setting and "
-                f"parallel layout, or load the model weights only (--finetune / --no-load-optim)"
+                f"{(foreign + unexpected)[:5]}; resume with the same model, --use-distributed-optimizer setting "
+                f"and parallel layout (or merge every DP rank's shard with merge_sharded_state_dicts), or load "
+                f"the model weights only (--finetune / --no-load-optim)"
             )
+        state = {}
+        index = {id(p): i for i, p in enumerate(p for g in self.optimizer.param_groups for p in g["params"])}
         for s in self.shards:
             saved = sd[f"{s.name}.range"].tolist()
-            if saved != [s.start, s.end, s.param.numel()]:
+            numel = s.param.numel()
+            if saved == [s.start, s.end, numel]:
+                cut = slice(None)
+            elif saved == [0, numel, numel]:
+                cut = slice(s.start, s.end)
+            else:
                 raise ValueError(
                     f"optimizer shard of {s.name} covers elements {saved[:2]} of {saved[2]}, this rank owns "
-                    f"{[s.start, s.end]} of {s.param.numel()}: it was saved with another data-parallel size "
-                    f"or --ddp-bucket-size; resume with the same ones, or load the model weights only"
+                    f"{[s.start, s.end]} of {numel}: it was saved with another data-parallel size or "
+                    f"--ddp-bucket-size; merge every DP rank's shard first (merge_sharded_state_dicts), "
+                    f"or load the model weights only"
                 )
             if not s.aliases_param:
-                s.master.copy_(sd[f"{s.name}.master"])
+                s.master.copy_(sd[f"{s.name}.master"][cut])
                 s.model_view.copy_(s.master)
+            if has_state:
+                state[index[id(s.master)]] = {
+                    "step": sd[f"{s.name}.step"].reshape(()).clone(),
+                    "exp_avg": sd[f"{s.name}.exp_avg"][cut],
+                    "exp_avg_sq": sd[f"{s.name}.exp_avg_sq"][cut],
+                }
         if has_state:
             current = self.optimizer.state_dict()
-            index = {id(p): i for i, p in enumerate(p for g in self.optimizer.param_groups for p in g["params"])}
-            state = {
-                index[id(s.master)]: {
-                    "step": sd[f"{s.name}.step"].reshape(()).clone(),
-                    "exp_avg": sd[f"{s.name}.exp_avg"],
-                    "exp_avg_sq": sd[f"{s.name}.exp_avg_sq"],
-                }
-                for s in self.shards
-            }
             self.optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
         self._sync_params()
+
+
+def _is_full(sd: dict[str, torch.Tensor], name: str) -> bool:
+    r = sd.get(f"{name}.range")
+    return r is not None and r[0].item() == 0 and r[1].item() == r[2].item()
+
+
+def merge_sharded_state_dicts(shards: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Reassemble the optimizer shards of every DP rank of one TP rank into full per-parameter state
+    (each ``.range`` becomes ``[0, numel, numel]``), which ``load_sharded_state_dict`` accepts at any
+    DP size and with either optimizer: resuming a 32-GPU run on 16, or switching ZeRO-1 on or off."""
+    parts: dict[str, list[tuple[int, int, int, dict]]] = {}
+    for shard in shards:
+        for key, value in shard.items():
+            name, _, kind = key.rpartition(".")
+            if kind == "range":
+                start, end, numel = value.tolist()
+                parts.setdefault(name, []).append((start, end, numel, shard))
+    out: dict[str, torch.Tensor] = {}
+    for name, pieces in parts.items():
+        pieces.sort(key=lambda p: p[0])
+        numel = pieces[0][2]
+        covered = [(start, end) for start, end, _, _ in pieces]
+        if covered[0][0] != 0 or covered[-1][1] != numel or any(a[1] != b[0] for a, b in zip(covered, covered[1:])):
+            raise ValueError(f"the shards of {name} cover {covered} of {numel} elements: give the optimizer "
+                             f"shard of every data-parallel rank of this tensor-parallel rank, once each")
+        out[f"{name}.range"] = torch.tensor([0, numel, numel], dtype=torch.int64)
+        for kind in ("master", "exp_avg", "exp_avg_sq"):
+            present = [f"{name}.{kind}" in shard for _, _, _, shard in pieces]
+            if not any(present):
+                continue
+            if not all(present):
+                raise ValueError(f"{name}.{kind} is in some data-parallel shards but not all: the shards come "
+                                 f"from different checkpoints")
+            out[f"{name}.{kind}"] = torch.cat([shard[f"{name}.{kind}"].reshape(-1) for _, _, _, shard in pieces])
+        steps = {shard[f"{name}.step"].item() for _, _, _, shard in pieces if f"{name}.step" in shard}
+        if len(steps) > 1:
+            raise ValueError(f"the shards of {name} are at different steps {sorted(steps)}: they come from "
+                             f"different checkpoints")
+        if steps:
+            out[f"{name}.step"] = torch.tensor([steps.pop()], dtype=torch.float32)
+    return out

@@ -198,3 +198,39 @@ def test_load_rejects_a_shard_from_another_layout():
     del sd["up.weight.range"]
     with pytest.raises(ValueError, match="missing"):
         opt.load_sharded_state_dict(sd)
+
+
+def _split(sd, name, cut):
+    """Two DP-style shards of ``name``'s state, cut at element ``cut``."""
+    start, end, numel = sd[f"{name}.range"].tolist()
+    lo, hi = {}, {}
+    lo[f"{name}.range"] = torch.tensor([0, cut, numel])
+    hi[f"{name}.range"] = torch.tensor([cut, numel, numel])
+    for kind in ("exp_avg", "exp_avg_sq", "master"):
+        if f"{name}.{kind}" in sd:
+            lo[f"{name}.{kind}"], hi[f"{name}.{kind}"] = sd[f"{name}.{kind}"][:cut], sd[f"{name}.{kind}"][cut:]
+    lo[f"{name}.step"] = hi[f"{name}.step"] = sd[f"{name}.step"]
+    return lo, hi
+
+
+def test_merge_reassembles_dp_shards_and_reports_gaps():
+    from megapmc.optim import merge_sharded_state_dicts
+
+    config = OptimizerConfig(lr=1e-2, bf16=True)
+    ddp = DataParallel(TinyLM().to(torch.bfloat16), config, ParallelState.single())
+    opt = build_optimizer(ddp, config, ParallelState.single())
+    tokens, labels = _batch(0)
+    ddp(tokens, labels).mean().backward()
+    opt.step()
+    sd = {k: v.clone() for k, v in opt.sharded_state_dict().items()}
+    lo, hi = _split(sd, "up.weight", 100)
+    rest = {k: v for k, v in sd.items() if not k.startswith("up.weight.")}
+    merged = merge_sharded_state_dicts([{**lo, **rest}, hi])
+    assert merged.keys() == sd.keys()
+    for k in sd:
+        torch.testing.assert_close(merged[k], sd[k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="cover"):
+        merge_sharded_state_dicts([{**lo, **rest}])
+    hi[f"up.weight.step"] = hi["up.weight.step"] + 1
+    with pytest.raises(ValueError, match="different steps"):
+        merge_sharded_state_dicts([{**lo, **rest}, hi])
