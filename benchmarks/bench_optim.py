@@ -107,16 +107,17 @@ def main(argv=None) -> dict:
     params = sum(p.numel() for p in variants["torch"].model.parameters())
     result = {"parameters": params, "threads": torch.get_num_threads(), "micro_batches": n,
               "tokens_per_iteration": n * b * s, "variants": {}}
-    base_iter = statistics.median(times["torch"]["iteration"])
-    base_step = statistics.median(times["torch"]["step"])
+    base_iter = statistics.median(times["torch"]["iteration"]) * 1e3
+    base_step = statistics.median(times["torch"]["step"]) * 1e3
     print(f"{params / 1e6:.1f}M parameters, {n} micro-batches of {b}x{s} tokens, {torch.get_num_threads()} threads; "
           f"medians of {args.iters} alternated iterations")
     print(f"{'variant':<15}{'iteration ms':>14}{'vs torch':>10}{'step ms':>10}{'vs torch':>10}")
     for name, t in times.items():
         it_ms, st_ms = statistics.median(t["iteration"]) * 1e3, statistics.median(t["step"]) * 1e3
+        ratios = it_ms / base_iter, st_ms / base_step
         result["variants"][name] = {"iteration_ms": it_ms, "step_ms": st_ms,
-                                    "iteration_ratio": it_ms / (base_iter * 1e3), "step_ratio": st_ms / (base_step * 1e3)}
-        print(f"{name:<15}{it_ms:>14.1f}{it_ms / (base_iter * 1e3):>10.2f}{st_ms:>10.1f}{st_ms / (base_step * 1e3):>10.2f}")
+                                    "iteration_ratio": ratios[0], "step_ratio": ratios[1]}
+        print(f"{name:<15}{it_ms:>14.1f}{ratios[0]:>10.2f}{st_ms:>10.1f}{ratios[1]:>10.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

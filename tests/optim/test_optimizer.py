@@ -231,6 +231,6 @@ def test_merge_reassembles_dp_shards_and_reports_gaps():
         torch.testing.assert_close(merged[k], sd[k], rtol=0, atol=0)
     with pytest.raises(ValueError, match="cover"):
         merge_sharded_state_dicts([{**lo, **rest}])
-    hi[f"up.weight.step"] = hi["up.weight.step"] + 1
+    hi["up.weight.step"] = hi["up.weight.step"] + 1
     with pytest.raises(ValueError, match="different steps"):
         merge_sharded_state_dicts([{**lo, **rest}, hi])
