@@ -55,13 +55,13 @@ class DataParallel(nn.Module):
                 by_dtype.setdefault(p.dtype, []).append(p)
         if not by_dtype:
             raise ValueError("DataParallel: the module has no trainable parameters")
-        self.buffers: list[GradBuffer] = []
+        self.grad_buffers: list[GradBuffer] = []
         self._buffer_of: dict[int, GradBuffer] = {}
         for dtype, params in by_dtype.items():
             grad_dtype = torch.float32 if config.grad_reduce_in_fp32 else dtype
             buffer = GradBuffer(params, grad_dtype, config.bucket_size, parallel.dp_group, parallel.dp_size,
                                 parallel.dp_rank, sharded=config.use_distributed_optimizer)
-            self.buffers.append(buffer)
+            self.grad_buffers.append(buffer)
             self._buffer_of.update({id(p): buffer for p in params})
         self._sync_enabled = True
         self._grads_synced = False
@@ -103,7 +103,7 @@ class DataParallel(nn.Module):
         """
         if self._grads_synced:
             return
-        buckets = [b for buffer in self.buffers for b in buffer.buckets]
+        buckets = [b for buffer in self.grad_buffers for b in buffer.buckets]
         # Hooks started buckets in backward order, the same on every rank (same graph); the rest start
         # here in bucket order, also the same everywhere, so collectives match across the DP group.
         for bucket in buckets:
@@ -114,12 +114,12 @@ class DataParallel(nn.Module):
 
     def scale_gradients(self, factor: float) -> None:
         """Multiply every accumulated gradient by ``factor`` (e.g. ``dp_size / global_num_tokens``)."""
-        for buffer in self.buffers:
+        for buffer in self.grad_buffers:
             buffer.scale(factor)
 
     def zero_grad_buffer(self) -> None:
         """Zero the gradient buffers and reset the buckets for the next iteration."""
-        for buffer in self.buffers:
+        for buffer in self.grad_buffers:
             buffer.reset()
         for p in self.module.parameters():
             p.grad = None
@@ -127,12 +127,12 @@ class DataParallel(nn.Module):
 
     def start_param_sync(self) -> None:
         """Launch the all-gather of updated parameter shards (distributed optimizer)."""
-        for buffer in self.buffers:
+        for buffer in self.grad_buffers:
             for bucket in buffer.buckets:
                 bucket.start_param_sync()
 
     def finish_param_sync(self) -> None:
-        for buffer in self.buffers:
+        for buffer in self.grad_buffers:
             for bucket in buffer.buckets:
                 bucket.finish_param_sync()
 
@@ -140,7 +140,7 @@ class DataParallel(nn.Module):
         if self.parallel.dp_size == 1:
             return
         src = dist.get_global_rank(self.parallel.dp_group, 0)
-        for buffer in self.buffers:
+        for buffer in self.grad_buffers:
             if buffer.param_data is not None:
                 dist.broadcast(buffer.param_data, src=src, group=self.parallel.dp_group)
             else:

@@ -20,13 +20,13 @@ class DistributedOptimizer(MixedPrecisionOptimizer):
     """``MixedPrecisionOptimizer`` restricted to this DP rank's shard of every bucket."""
 
     def __init__(self, ddp, config: OptimizerConfig, parallel: ParallelState):
-        if not all(buffer.sharded for buffer in ddp.buffers):
+        if not all(buffer.sharded for buffer in ddp.grad_buffers):
             raise ValueError("DistributedOptimizer needs DataParallel built with use_distributed_optimizer=True "
                              "(its buckets must be sharded across data-parallel ranks)")
         super().__init__(ddp, config, parallel)
 
     def _owned_ranges(self):
-        for buffer in self.ddp.buffers:
+        for buffer in self.ddp.grad_buffers:
             for bucket in buffer.buckets:
                 lo, hi = bucket.shard_range()
                 lo, hi = bucket.start + lo, bucket.start + hi  # buffer coordinates

@@ -110,7 +110,7 @@ class MixedPrecisionOptimizer:
     # --- what subclasses change -------------------------------------------------------------------
     def _owned_ranges(self):
         """``(param, start, end)`` of the flattened elements this rank updates: all of them."""
-        for buffer in self.ddp.buffers:
+        for buffer in self.ddp.grad_buffers:
             for p in buffer.params:
                 yield p, 0, p.numel()
 

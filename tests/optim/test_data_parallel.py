@@ -45,7 +45,7 @@ def _communication_only_on_the_last_micro_batch(parallel, distributed, overlap):
         torch.manual_seed(0)
         config = OptimizerConfig(bucket_size=100, use_distributed_optimizer=distributed, overlap_grad_reduce=overlap)
         ddp = DataParallel(Chain(), config, parallel)
-        buckets = [b for buf in ddp.buffers for b in buf.buckets]
+        buckets = [b for buf in ddp.grad_buffers for b in buf.buckets]
         assert len(buckets) >= 3
         x = torch.randn(2, 8) + parallel.dp_rank
         with ddp.no_sync():
@@ -67,7 +67,7 @@ def _communication_only_on_the_last_micro_batch(parallel, distributed, overlap):
         for r in range(parallel.dp_size):  # rank r saw x_r = base + r, three times
             (ref(x - parallel.dp_rank + r) * 3 / parallel.dp_size).backward()
         ref_of = dict(zip(map(id, ddp.module.parameters()), ref.parameters()))
-        for buf in ddp.buffers:
+        for buf in ddp.grad_buffers:
             for bucket in buf.buckets:
                 lo, hi = bucket.shard_range()
                 for p in bucket.params:
