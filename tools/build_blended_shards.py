@@ -9,6 +9,7 @@ manifest) then reads exactly the samples of the live blend, in the same order. A
 resumes after its last complete shard when re-run with the same flags.
 """
 import argparse
+import sys
 
 from megapmc.data.blended_dataset import build_pretraining_datasets
 from megapmc.data.config import add_data_args, data_config_from_args, train_samples_from_args
@@ -41,4 +42,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:  # bad flags or data: the message says what to do
+        sys.exit(f"error: {e}")

@@ -57,4 +57,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:  # bad flags or data: the message says what to do
+        sys.exit(f"error: {e}")

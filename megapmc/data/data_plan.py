@@ -95,7 +95,7 @@ class DataPlan:
                 f"{self.train_iters:,} iterations, {self.train_samples:,} samples, "
                 f"{_human(self.train_samples * self.seq_length)} tokens; epoch = one pass over {self.epoch_source}")
         if self.train_epochs is not None:
-            head += f" ({self.train_epochs:g} epochs)"
+            head += f" ({self.train_epochs:g} epoch{'' if self.train_epochs == 1 else 's'})"
         rows = [("source", "weight", "tokens", "samples/batch", "samples", "tokens used", "epochs", "repeats")]
         for s in self.sources:
             per_batch = (f"{s.min_per_batch}" if s.min_per_batch == s.max_per_batch
