@@ -56,4 +56,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError, IndexError) as e:  # bad path or sample number
+        sys.exit(f"error: {e}")
