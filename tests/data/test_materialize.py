@@ -78,6 +78,14 @@ def test_training_batches_equal_including_across_a_resume(live, tmp_path):
                 assert all(torch.equal(x["tokens"], y["tokens"]) for x, y in pairs)
     with pytest.raises(ValueError, match="built with --seq-length 16, the run asks for 32"):
         build_pretraining_datasets(DataConfig([manifest_path]), 32, GBS, None, None, None, ParallelState.single())
+    with pytest.raises(ValueError, match="built with --global-batch-size 20, the run asks for 40"):
+        build_pretraining_datasets(DataConfig([manifest_path]), SEQ, 40, None, None, None, ParallelState.single())
+    shorter = build_pretraining_datasets(DataConfig([manifest_path]), SEQ, GBS, 2 * GBS, None, SEED,
+                                         ParallelState.single(), verbose=False)[0]
+    assert len(shorter) == 2 * GBS
+    with pytest.raises(ValueError, match="build the shards for the longer run"):
+        build_pretraining_datasets(DataConfig([manifest_path]), SEQ, GBS, len(train) + GBS, None, SEED,
+                                   ParallelState.single(), verbose=False)
 
 
 def counting_add_documents(original, calls, fail_at=None):
