@@ -23,6 +23,9 @@ class OptimizerConfig:
     bf16: bool = False  # parameters and compute in bf16, fp32 master weights and gradients
     use_distributed_optimizer: bool = False  # ZeRO-1: master weights and Adam states sharded across DP
     overlap_grad_reduce: bool = True  # launch each bucket's collective from backward hooks
+    # Distributed optimizer: leave the parameter all-gather running after the step; each module's
+    # forward (or a state_dict) waits for its own bucket, so the gather hides behind the next forward.
+    overlap_param_gather: bool = False
     bucket_size: int | None = 40_000_000  # elements per communication bucket; None: one bucket
     grad_reduce_in_fp32: bool = True  # gradient buffer (accumulation and reduction) in fp32
     fused: bool | None = None  # fused AdamW kernel; None: on when the parameters live on CUDA
@@ -42,6 +45,9 @@ class OptimizerConfig:
             raise ValueError(f"--adam-eps must be > 0, got {self.adam_eps}")
         if self.clip_grad < 0:
             raise ValueError(f"--clip-grad must be >= 0 (0 disables clipping), got {self.clip_grad}")
+        if self.overlap_param_gather and not self.use_distributed_optimizer:
+            raise ValueError("--overlap-param-gather needs --use-distributed-optimizer (without it there is no "
+                             "parameter all-gather to overlap)")
         if self.bucket_size is not None and self.bucket_size <= 0:
             raise ValueError(f"--ddp-bucket-size must be positive (or unset for one bucket), got {self.bucket_size}")
 

@@ -68,7 +68,20 @@ class DataParallel(nn.Module):
         self._hook_handles = [
             p.register_post_accumulate_grad_hook(self._grad_ready_hook) for ps in by_dtype.values() for p in ps
         ]
+        if config.overlap_param_gather:
+            self._register_param_sync_hooks(by_dtype)
         self._broadcast_params()
+
+    def _register_param_sync_hooks(self, by_dtype: dict[torch.dtype, list[nn.Parameter]]) -> None:
+        """Before a module's forward, wait for the all-gather of the buckets holding its parameters;
+        before a state_dict, wait for all of them."""
+        trainable = {id(p) for ps in by_dtype.values() for p in ps}
+        for m in self.module.modules():
+            buckets = {id(b): b for p in m.parameters(recurse=False) if id(p) in trainable
+                       for b in [self._buffer_of[id(p)].bucket_of(p)]}
+            if buckets:
+                m.register_forward_pre_hook(_WaitForBuckets(list(buckets.values())))
+        self.module.register_state_dict_pre_hook(lambda *_: self.finish_param_sync())
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
@@ -126,9 +139,10 @@ class DataParallel(nn.Module):
         self._grads_synced = False
 
     def start_param_sync(self) -> None:
-        """Launch the all-gather of updated parameter shards (distributed optimizer)."""
+        """Launch the all-gather of updated parameter shards (distributed optimizer), last bucket first:
+        buckets are in backward order, so this is the order the next forward needs them."""
         for buffer in self.grad_buffers:
-            for bucket in buffer.buckets:
+            for bucket in reversed(buffer.buckets):
                 bucket.start_param_sync()
 
     def finish_param_sync(self) -> None:
@@ -156,3 +170,14 @@ class DataParallel(nn.Module):
             raise ValueError("DataParallel.load_state_dict(assign=True) would detach the parameters from "
                              "the gradient buffer; load with assign=False")
         return self.module.load_state_dict(state_dict, strict=strict)
+
+
+class _WaitForBuckets:
+    """Forward pre-hook: finish the parameter all-gather of these buckets (a no-op once finished)."""
+
+    def __init__(self, buckets):
+        self.buckets = buckets
+
+    def __call__(self, module, args):
+        for bucket in self.buckets:
+            bucket.finish_param_sync()

@@ -45,7 +45,8 @@ class DistributedOptimizer(MixedPrecisionOptimizer):
 
     def _sync_params(self) -> None:
         self.ddp.start_param_sync()
-        self.ddp.finish_param_sync()
+        if not self.config.overlap_param_gather:
+            self.ddp.finish_param_sync()
 
 
 def build_optimizer(ddp, config: OptimizerConfig, parallel: ParallelState) -> MixedPrecisionOptimizer:

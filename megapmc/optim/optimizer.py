@@ -134,6 +134,7 @@ class MixedPrecisionOptimizer:
     @torch.no_grad()
     def step(self, lr: float | None = None) -> StepResult:
         """Finish the DP gradient sync, clip by the global norm and update; skip on NaN/Inf."""
+        self.ddp.finish_param_sync()  # a previous step's overlapped all-gather must land before we write
         self.ddp.finish_grad_sync()
         for s in self.shards:
             grad = s.grad_view
@@ -167,6 +168,7 @@ class MixedPrecisionOptimizer:
     @torch.no_grad()
     def reload_model_params(self) -> None:
         """Refresh the fp32 masters from the model (call after loading model weights into it)."""
+        self.ddp.finish_param_sync()
         for s in self.shards:
             if not s.aliases_param:
                 s.master.copy_(s.model_view)
@@ -196,6 +198,7 @@ class MixedPrecisionOptimizer:
         """Load what ``sharded_state_dict`` returned on the same (TP, DP) rank and layout, or full
         per-parameter state from ``merge_sharded_state_dicts`` (any DP size, either optimizer): each
         rank then takes the elements it owns."""
+        self.ddp.finish_param_sync()
         model_names = {n for n, _ in self.ddp.module.named_parameters()}
         owned = {s.name for s in self.shards}
         has_state = any(k.endswith(".exp_avg") for k in sd)

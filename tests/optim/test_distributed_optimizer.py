@@ -62,10 +62,11 @@ def _dp_state():
     return _STATE[0]
 
 
-def _dp_equals_single_process(rank, world_size, distributed, overlap):
+def _dp_equals_single_process(rank, world_size, distributed, overlap, overlap_param_gather=False):
     parallel = _dp_state()
     config = OptimizerConfig(lr=1e-2, weight_decay=0.1, clip_grad=0.3, bucket_size=400,
-                             use_distributed_optimizer=distributed, overlap_grad_reduce=overlap)
+                             use_distributed_optimizer=distributed, overlap_grad_reduce=overlap,
+                             overlap_param_gather=overlap_param_gather)
     torch.manual_seed(0)
     ref = TinyLM()
     ref_ddp = DataParallel(ref, config, ParallelState.single())
@@ -83,7 +84,13 @@ def _dp_equals_single_process(rank, world_size, distributed, overlap):
         assert not result.skipped
         assert result.grad_norm == pytest.approx(ref_result.grad_norm, rel=1e-6)
         assert result.grad_norm > config.clip_grad, "the test must exercise clipping"
-    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        buckets = [b for buf in ddp.grad_buffers for b in buf.buckets]
+        # With overlap the all-gathers are still in flight here; the next forward (or state_dict) waits.
+        assert any(b._param_handle is not None for b in buckets) == overlap_param_gather
+    with torch.no_grad():
+        ddp(tokens[:1], labels[:1])
+    assert all(b._param_handle is None for b in buckets), "every module's forward waits for its bucket"
+    for (name, p), q in zip(model.state_dict().items(), ref.parameters()):
         assert _relative_error(p, q) < 1e-6, (name, _relative_error(p, q))
     if distributed:  # each rank holds only part of the optimizer state
         owned = sum(s.end - s.start for s in opt.shards)
@@ -146,6 +153,7 @@ def _all_dp_cases(rank, world_size, tmp_dir):
     # One spawn for every case: starting gloo processes costs more than the cases themselves.
     for distributed, overlap in [(True, True), (False, True), (True, False)]:
         _dp_equals_single_process(rank, world_size, distributed, overlap)
+    _dp_equals_single_process(rank, world_size, True, True, overlap_param_gather=True)
     _token_weighted_mean(rank, world_size)
     _rank_owning_nothing(rank, world_size)
     _sharded_checkpoint_resumes(rank, world_size, tmp_dir)
@@ -154,7 +162,8 @@ def _all_dp_cases(rank, world_size, tmp_dir):
 @pytest.mark.slow
 def test_dp2_equals_single_process_and_resumes(tmp_path):
     """Distributed optimizer with overlapped reduce-scatter, plain optimizer with overlapped all-reduce,
-    distributed optimizer with the reduction left to finish_grad_sync; token-weighted averaging; a bf16
+    distributed optimizer with the reduction left to finish_grad_sync, distributed optimizer with the
+    parameter all-gather overlapped with the next forward; token-weighted averaging; a bf16
     distributed-optimizer run saved to safetensors and resumed equals the uninterrupted run bit for bit."""
     run_distributed(_all_dp_cases, 2, str(tmp_path))
 
@@ -221,7 +230,7 @@ def _llama_tp2_dp2_equals_single_process(rank, world_size):
     # elements into ±lr updates, so the parameters' relative error grows with lr (1.7e-7 here,
     # 1.7e-6 at lr 1e-3) independently of the DP machinery under test.
     config = OptimizerConfig(lr=1e-4, weight_decay=0.1, clip_grad=0.5, bucket_size=20_000,
-                             use_distributed_optimizer=True)
+                             use_distributed_optimizer=True, overlap_param_gather=True)
     ref = build_model(model_config, options=TransformerOptions(**reference_kernels))
     ref_ddp = DataParallel(ref, config, ParallelState.single())
     ref_opt = build_optimizer(ref_ddp, config, ParallelState.single())
@@ -245,12 +254,13 @@ def _llama_tp2_dp2_equals_single_process(rank, world_size):
         assert result.grad_norm == pytest.approx(ref_result.grad_norm, rel=1e-6)
         assert result.grad_norm > config.clip_grad, "the test must exercise clipping"
     expected = model.shard_state_dict(ref.state_dict())
-    for name, p in model.named_parameters():
+    for name, p in model.state_dict().items():  # state_dict waits for the overlapped all-gather
         assert _relative_error(p, expected[name]) < 1e-6, (name, _relative_error(p, expected[name]))
 
 
 @pytest.mark.slow
 def test_llama_tp2_dp2_equals_single_process():
-    """TP=2×DP=2 (4 processes), distributed optimizer, sequence parallelism, 2 micro-batches per rank;
-    clipping active, so the TP-aware global norm must be right too."""
+    """TP=2×DP=2 (4 processes), distributed optimizer with the parameter all-gather overlapped with the
+    next forward, sequence parallelism, 2 micro-batches per rank; clipping active, so the TP-aware
+    global norm must be right too."""
     run_distributed(_llama_tp2_dp2_equals_single_process, 4)

@@ -13,6 +13,7 @@ from megapmc.optim import OptimizerConfig
     ("adam_eps", 0.0, "--adam-eps"),
     ("clip_grad", -1.0, "--clip-grad"),
     ("bucket_size", 0, "--ddp-bucket-size"),
+    ("overlap_param_gather", True, "--overlap-param-gather needs --use-distributed-optimizer"),
 ])
 def test_bad_values_name_the_flag(field, value, flag):
     with pytest.raises(ValueError, match=flag):
