@@ -34,7 +34,8 @@ GLOBAL_BATCH=${GLOBAL_BATCH:-8}
 LR=${LR:-3e-3}
 TRAIN_EPOCHS=${TRAIN_EPOCHS:-4}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-32}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# One thread per rank: TP ranks share two cores, and oversubscribed gloo ranks run ~10x slower.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( TP > 1 ? 1 : 2 ))}
 mkdir -p "$RUN_DIR/data"
 
 if [[ -n "${PRETRAINED_CKPT:-}" && -z "${TOKENIZER_MODEL:-}" ]]; then

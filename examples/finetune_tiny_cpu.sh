@@ -21,7 +21,8 @@ SAMPLE=megapmc/sample_data/sft
 TP=${TP:-1}
 TRAIN_EPOCHS=${TRAIN_EPOCHS:-6}
 mkdir -p "$RUN_DIR/data"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# One thread per rank: TP ranks share two cores, and oversubscribed gloo ranks run ~10x slower.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( TP > 1 ? 1 : 2 ))}
 
 if [[ -n "${PRETRAINED_CKPT:-}" && -z "${TOKENIZER_MODEL:-}" ]]; then
     echo "finetune_tiny_cpu.sh: PRETRAINED_CKPT needs TOKENIZER_MODEL, the tokenizer the checkpoint was trained with" >&2

@@ -24,7 +24,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--epoch-source", default=None,
                    help="the source whose passes --train-epochs counts (default: the first)")
     g.add_argument("--data-cache-path", help="where the sample/shuffle/blending indices are cached")
-    g.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per rank")
+    g.add_argument("--num-workers", type=int, default=0,
+                   help="data-loader worker processes per rank (0: the C++ gather in the training process is faster)")
     g = parser.add_argument_group("dry run")
     g.add_argument("--dry-run", action="store_true",
                    help="print the resolved config, the data plan and the memory estimate, then exit")
@@ -78,24 +79,14 @@ def pretraining_dataset_provider(config: RunConfig, parallel: ParallelState) -> 
 
 def data_plan(config: RunConfig):
     """The run's data plan from the shards' token counts alone (no sample indices built)."""
-    from megapmc.data.config import resolve_source
-    from megapmc.data.data_plan import make_plan
-    from megapmc.data.gpt_dataset import split_bounds
-    from megapmc.data.indexed_dataset import IndexedDataset
+    from megapmc.data.blended_dataset import plan_from_config
 
     data, tcfg = config.data, config.training
     if data.manifest is not None:
         return f"materialised stream {data.manifest}: its plan is in the manifest (tools/inspect_shards.py)"
-    tokens = []
-    for source in data.sources:
-        ds = IndexedDataset(source.prefix)
-        start, end = split_bounds(len(ds), data.split_fractions)[0]
-        tokens.append(int(ds.sequence_lengths[start:end].sum(dtype="int64")))
-    names = [s.name for s in data.sources]
-    return make_plan(names, [s.weight for s in data.sources], tokens, tcfg.seq_length, tcfg.global_batch_size,
-                     train_iters=tcfg.train_iters, train_epochs=tcfg.train_epochs,
-                     epoch_source=resolve_source(data.epoch_source, names, [s.prefix for s in data.sources]),
-                     micro_batch_size=data.micro_batch_size)
+    train_samples = tcfg.train_iters * tcfg.global_batch_size if tcfg.train_iters is not None else None
+    return plan_from_config(data, tcfg.seq_length, tcfg.global_batch_size, train_samples=train_samples,
+                            train_epochs=tcfg.train_epochs)
 
 
 def dry_run(config: RunConfig, world_size: int) -> str:

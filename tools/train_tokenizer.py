@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             input=str(corpus), model_prefix=str(Path(tmp) / "tok"), vocab_size=args.vocab_size,
             model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True,
             character_coverage=1.0, input_sentence_size=args.max_sentences, shuffle_input_sentence=True,
+            # As LLaMA's tokenizer: no NFKC, newlines and repeated spaces kept, so that the exported
+            # Hugging Face tokenizer and this .model encode prompts identically.
+            normalization_rule_name="identity", remove_extra_whitespaces=False,
             num_threads=2, minloglevel=2,
         )
         for suffix in (".model", ".vocab"):

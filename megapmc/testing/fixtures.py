@@ -52,6 +52,9 @@ def train_sentencepiece(out_dir: str | Path, vocab_size: int = 512, seed: int = 
         pad_id=-1,
         byte_fallback=True,
         character_coverage=1.0,
+        # As LLaMA's tokenizer: no NFKC, newlines and repeated spaces kept (see tools/train_tokenizer.py).
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
         num_threads=1,
         minloglevel=2,
     )
