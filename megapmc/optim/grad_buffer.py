@@ -114,6 +114,10 @@ class Bucket:
         self._param_handle = _all_gather(self.param_data, self.param_data[lo:hi], group=self.dp_group,
                                          async_op=True)
 
+    @property
+    def param_sync_pending(self) -> bool:
+        return self._param_handle is not None
+
     def finish_param_sync(self) -> None:
         if self._param_handle is not None:
             self._param_handle.wait()

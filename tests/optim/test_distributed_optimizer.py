@@ -86,10 +86,10 @@ def _dp_equals_single_process(rank, world_size, distributed, overlap, overlap_pa
         assert result.grad_norm > config.clip_grad, "the test must exercise clipping"
         buckets = [b for buf in ddp.grad_buffers for b in buf.buckets]
         # With overlap the all-gathers are still in flight here; the next forward (or state_dict) waits.
-        assert any(b._param_handle is not None for b in buckets) == overlap_param_gather
+        assert any(b.param_sync_pending for b in buckets) == overlap_param_gather
     with torch.no_grad():
         ddp(tokens[:1], labels[:1])
-    assert all(b._param_handle is None for b in buckets), "every module's forward waits for its bucket"
+    assert all(not b.param_sync_pending for b in buckets), "every module's forward waits for its bucket"
     for (name, p), q in zip(model.state_dict().items(), ref.parameters()):
         assert _relative_error(p, q) < 1e-6, (name, _relative_error(p, q))
     if distributed:  # each rank holds only part of the optimizer state
