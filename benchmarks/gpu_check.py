@@ -150,7 +150,7 @@ def mfu_rows(args, deadline: Deadline, peak_sheet: float | None, peak_measured: 
         names = select_kernels(options.kernel_config, args.device).names
         chosen = tuple((op, names[op]) for op in LAYER_OPS)
         if chosen in seen:
-            row["status"] = "same kernels as a row above (a package is missing)"
+            row["status"] = "same kernels as a row above (fallback or default)"
         elif deadline.left() < 45:
             row["status"] = "skipped: time limit"
         elif "compile" in dict(chosen).values() and torch.device(args.device).type != "cuda":

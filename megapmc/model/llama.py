@@ -252,7 +252,7 @@ class LlamaModel(nn.Module):
             loss = self.kernels.cross_entropy(logits, target)
         else:
             loss = vocab_parallel_cross_entropy(logits, target, self.vocab_start, self.parallel.tp_group)
-        return loss.t()  # [s, b] -> [b, s]
+        return loss.t().contiguous()  # [s, b] -> [b, s] (b·s floats: cheap, and callers may .view it)
 
     def gather_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits ``[b, s, vocab_size]`` (padding trimmed) from this rank's
