@@ -39,7 +39,8 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3"],
+        # megatron-core: tests/data/test_indexed_dataset.py checks our shards byte for byte against its builder.
+        "test": ["pytest>=7", "hypothesis>=6", "megatron-core>=0.12"],
         # Optional GPU backends: detected at run time, never required.
         "gpu": ["flash-attn>=2.5", "liger-kernel>=0.4"],
         "te": ["transformer-engine[pytorch]>=1.8"],
