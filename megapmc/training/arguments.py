@@ -13,7 +13,9 @@ import argparse
 import os
 from pathlib import Path
 
+from megapmc.kernels.registry import ATTENTION_BACKENDS, KERNEL_BACKENDS
 from megapmc.model.config import PRESETS, LlamaConfig
+from megapmc.model.recompute import METHODS as RECOMPUTE_METHODS
 from megapmc.optim.lr_schedule import DECAY_STYLES, LRScheduleConfig
 from megapmc.training.config import CheckpointConfig, LoggingConfig, RunConfig, TrainingConfig
 
@@ -54,8 +56,15 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     g.add_argument("--tokenizer-model", help="SentencePiece tokenizer.model, tokenizer.json or an HF directory")
     g.add_argument("--recompute-granularity", choices=RECOMPUTE_CHOICES, default="none",
                    help="activation checkpointing: selective (attention core) or full (each layer)")
-    g.add_argument("--attention-backend", default="auto", help="auto, flash, sdpa or math")
-    g.add_argument("--kernel-backend", default="auto", help="auto, liger, apex, compile or torch")
+    g.add_argument("--recompute-method", choices=RECOMPUTE_METHODS,
+                   help="with --recompute-granularity full (default uniform): uniform recomputes chunks of --recompute-num-layers "
+                        "layers; block recomputes only the first --recompute-num-layers layers")
+    g.add_argument("--recompute-num-layers", type=int,
+                   help="layers per recomputed chunk (uniform) or layers recomputed (block); default 1")
+    g.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS,
+                   help="attention core; auto: flash-attn when installed on CUDA, else PyTorch SDPA")
+    g.add_argument("--kernel-backend", default="auto", choices=KERNEL_BACKENDS,
+                   help="RMSNorm / SwiGLU / RoPE / cross-entropy kernels; auto: the best installed per op")
 
     g = parser.add_argument_group("parallelism")
     g.add_argument("--tensor-model-parallel-size", type=int, default=1)
@@ -63,6 +72,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     g.add_argument("--use-distributed-optimizer", action="store_true",
                    help="shard fp32 master weights and Adam states across data-parallel ranks (ZeRO-1)")
     g.add_argument("--overlap-grad-reduce", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--overlap-param-gather", action="store_true",
+                   help="with --use-distributed-optimizer: leave the parameter all-gather running after the "
+                        "step, each layer's forward waits for its own bucket")
     g.add_argument("--ddp-bucket-size", type=int, default=40_000_000)
 
     g = parser.add_argument_group("batch and run length")
@@ -166,9 +178,15 @@ def _model_config(args: argparse.Namespace) -> LlamaConfig:
 def _model_options(args: argparse.Namespace):
     from megapmc.model.llama import TransformerOptions
 
+    full = args.recompute_granularity == "full"
+    if not full and (args.recompute_method is not None or args.recompute_num_layers is not None):
+        raise ValueError("--recompute-method and --recompute-num-layers choose which whole layers are recomputed: "
+                         "they need --recompute-granularity full")
     return TransformerOptions(
         sequence_parallel=args.sequence_parallel,
         recompute_granularity=None if args.recompute_granularity == "none" else args.recompute_granularity,
+        recompute_method=args.recompute_method or "uniform",
+        recompute_num_layers=1 if args.recompute_num_layers is None else args.recompute_num_layers,
         attention_backend=args.attention_backend,
         kernel_backend=args.kernel_backend,
     )
@@ -212,7 +230,7 @@ def build_run_config(args: argparse.Namespace, data_config) -> RunConfig:
         lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay, adam_beta1=args.adam_beta1,
         adam_beta2=args.adam_beta2, adam_eps=args.adam_eps, clip_grad=args.clip_grad, bf16=args.bf16,
         use_distributed_optimizer=args.use_distributed_optimizer, overlap_grad_reduce=args.overlap_grad_reduce,
-        bucket_size=args.ddp_bucket_size,
+        overlap_param_gather=args.overlap_param_gather, bucket_size=args.ddp_bucket_size,
     )
     schedule = LRScheduleConfig(
         lr=args.lr, min_lr=args.min_lr, lr_decay_style=args.lr_decay_style, lr_warmup_iters=args.lr_warmup_iters,

@@ -45,6 +45,37 @@ def test_yaml_unknown_key_is_named(tmp_path, capsys):
     assert f"--config {yaml_file}: unknown key 'learning_rate'" in capsys.readouterr().err
 
 
+def test_recompute_overlap_and_backend_flags_reach_the_model_and_optimizer(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = _config(BASE + ["--num-layers", "4", "--recompute-granularity", "full", "--recompute-method", "block",
+                          "--recompute-num-layers", "3", "--use-distributed-optimizer", "--overlap-param-gather",
+                          "--attention-backend", "math", "--kernel-backend", "compile"])
+    d = cfg.to_dict()  # what config.json and --dry-run show
+    assert d["model_options"]["recompute_method"] == "block" and d["model_options"]["recompute_num_layers"] == 3
+    assert d["optimizer"]["overlap_param_gather"] is True
+    assert cfg.model_options.recompute_config.method == "block"
+    from megapmc.model.llama import build_model
+
+    model = build_model(cfg.model, options=cfg.model_options)
+    # block: the first 3 of 4 layers are recomputed, one by one
+    assert model._chunks == [(0, 1, True), (1, 2, True), (2, 3, True), (3, 4, False)]
+    assert model.kernels.names["attention"] == "math" and model.kernels.names["rms_norm"] == "compile"
+    defaults = _config(BASE + ["--recompute-granularity", "full"])
+    assert defaults.model_options.recompute_method == "uniform" and defaults.model_options.recompute_num_layers == 1
+    assert defaults.optimizer.overlap_param_gather is False
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kernel-backend", "cudnn"], "argument --kernel-backend: invalid choice: 'cudnn'"),
+    (["--attention-backend", "flash2"], "argument --attention-backend: invalid choice: 'flash2'"),
+    (["--recompute-method", "every"], "argument --recompute-method: invalid choice: 'every'"),
+])
+def test_backend_and_recompute_choices_are_checked_by_the_parser(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(build_parser(), BASE + argv)
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, world, message", [
     (["--global-batch-size", "7"], None, "--global-batch-size 7 is not a multiple of --micro-batch-size 2"),
     ([], "3", r"--global-batch-size 8 is not divisible by --micro-batch-size 2 × data-parallel size 3"),
@@ -56,6 +87,10 @@ def test_yaml_unknown_key_is_named(tmp_path, capsys):
     (["--seq-length", "1024"], None, "--seq-length 1024 exceeds the model's max_position_embeddings 256"),
     (["--save-interval", "5"], None, "--save-interval needs --save"),
     (["--finetune"], None, "--finetune loads weights from --load"),
+    (["--overlap-param-gather"], None, "--overlap-param-gather needs --use-distributed-optimizer"),
+    (["--recompute-method", "block"], None, "--recompute-method .* need --recompute-granularity full"),
+    (["--recompute-granularity", "selective", "--recompute-num-layers", "2"], None, "need --recompute-granularity full"),
+    (["--recompute-granularity", "full", "--recompute-num-layers", "0"], None, "--recompute-num-layers must be >= 1"),
     (["--lr-decay-style", "cosine", "--min-lr", "1"], None, "--min-lr"),
 ])
 def test_bad_combinations_say_what_to_change(extra, world, message, monkeypatch):
