@@ -33,7 +33,7 @@ def build_steps(run: Path, quick: bool) -> list[Step]:
     corpus, data = run / "corpus", run / "data"
     tokenizer = run / "tokenizer.model"
     pretrain_iters = 40 if quick else 150
-    sft_epochs = 2 if quick else 6
+    sft_epochs = 2 if quick else 30
     prefixes = {s: data / f"{s}_text_document" for s in ("books", "papers", "general")}
     blend = ["15", str(prefixes["books"]), "4", str(prefixes["papers"]), "1", str(prefixes["general"])]
     hf_dir = run / "hf_model"
@@ -86,7 +86,7 @@ def build_steps(run: Path, quick: bool) -> list[Step]:
             [PY, "tools/evaluate.py", "--hf-dir", str(hf_dir), "--tasks", "pubmedqa,medmcqa,medqa",
              "--mode", "loglik", "--output-dir", str(eval_dir / "loglik")],
             [PY, "tools/evaluate.py", "--hf-dir", str(hf_dir), "--tasks", "pubmedqa,medmcqa,medqa",
-             "--mode", "generate", "--max-new-tokens", "24", "--output-dir", str(eval_dir / "generate")],
+             "--mode", "generate", "--max-new-tokens", "48", "--output-dir", str(eval_dir / "generate")],
         ]),
         Step("contamination", "13-gram contamination check: training data vs test items", [
             [PY, "tools/check_contamination.py", "--train", str(run / "sft" / "data" / "medc_i.jsonl"),
