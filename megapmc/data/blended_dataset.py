@@ -14,12 +14,11 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 
 from megapmc import _C
 from megapmc.data.config import DataConfig, resolve_source
 from megapmc.data.data_plan import DataPlan, integer_weights, make_plan, samples_in
-from megapmc.data.gpt_dataset import GPTDataset, split_bounds
+from megapmc.data.gpt_dataset import GPTDataset, TokenSampleDataset, split_bounds
 from megapmc.data.index_cache import IndexCache, load_mapped
 from megapmc.data.indexed_dataset import IndexedDataset
 from megapmc.parallel.state import ParallelState
@@ -28,7 +27,7 @@ BLEND_INDEX_NAMES = ["dataset_index", "dataset_sample_index"]
 SPLITS = ("train", "valid", "test")
 
 
-class BlendedDataset(torch.utils.data.Dataset):
+class BlendedDataset(TokenSampleDataset):
     """``num_samples`` samples from ``datasets`` in the exact per-batch proportions of ``weights``.
 
     Args:
@@ -111,13 +110,6 @@ class BlendedDataset(torch.utils.data.Dataset):
         out = np.empty((idx.size, self.seq_length + 1), dtype=dtype)  # [n, s+1]
         self._gatherer.gather(idx, out)
         return out
-
-    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
-        return {"tokens": torch.from_numpy(self.get_tokens([idx])[0])}
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        rows = torch.from_numpy(self.get_tokens(indices))
-        return [{"tokens": row} for row in rows]
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{n}:{w:g}" for n, w in zip(self.names, self.weights))

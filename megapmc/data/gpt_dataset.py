@@ -45,7 +45,23 @@ def split_bounds(num_documents: int, fractions: Sequence[float]) -> list[tuple[i
     return [(edges[i], edges[i + 1]) for i in range(len(fractions))]
 
 
-class GPTDataset(torch.utils.data.Dataset):
+class TokenSampleDataset(torch.utils.data.Dataset):
+    """Base of the pretraining datasets: a subclass gives ``get_tokens(indices) -> [n, seq_length + 1]``;
+    items are ``{"tokens": [seq_length + 1]}``, and ``DataLoader`` fetches a whole micro-batch through
+    ``__getitems__`` in one call."""
+
+    def get_tokens(self, indices, dtype=np.int64) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        return {"tokens": torch.from_numpy(self.get_tokens([idx])[0])}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        rows = torch.from_numpy(self.get_tokens(indices))  # [n, s+1]
+        return [{"tokens": row} for row in rows]
+
+
+class GPTDataset(TokenSampleDataset):
     """``num_samples`` samples drawn from documents ``[begin, end)`` of ``indexed``.
 
     Args:
@@ -143,14 +159,6 @@ class GPTDataset(torch.utils.data.Dataset):
         out = np.empty((idx.size, self.seq_length + 1), dtype=dtype)  # [n, s+1]
         self._gatherer.gather(idx, out)
         return out
-
-    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
-        return {"tokens": torch.from_numpy(self.get_tokens([idx])[0])}
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        """Batched fetch (``DataLoader`` calls this with a whole micro-batch)."""
-        rows = torch.from_numpy(self.get_tokens(indices))
-        return [{"tokens": row} for row in rows]
 
     def __repr__(self) -> str:
         return (f"GPTDataset({self.name!r}, split={self.split}, samples={self.num_samples:,}, "

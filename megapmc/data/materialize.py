@@ -20,12 +20,12 @@ import os
 from typing import Optional
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from megapmc.data.blended_dataset import BlendedDataset
 from megapmc.data.config import MANIFEST_SUFFIX
 from megapmc.data.data_plan import DataPlan, SourcePlan
+from megapmc.data.gpt_dataset import TokenSampleDataset
 from megapmc.data.index_cache import load_mapped
 from megapmc.data.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
@@ -216,7 +216,7 @@ def verify_shards(manifest_path: str, progress: bool = False) -> list[str]:
     return problems
 
 
-class MaterializedDataset(torch.utils.data.Dataset):
+class MaterializedDataset(TokenSampleDataset):
     """The shards of a materialised stream as one dataset: sample ``i`` is sequence ``i`` in shard order.
 
     Args:
@@ -288,13 +288,6 @@ class MaterializedDataset(torch.utils.data.Dataset):
             mask = shard == s
             out[mask] = self._sources[s][local[mask]]
         return out
-
-    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
-        return {"tokens": torch.from_numpy(self.get_tokens([idx])[0])}
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        rows = torch.from_numpy(self.get_tokens(indices))
-        return [{"tokens": row} for row in rows]
 
 
 def plan_from_manifest(manifest: dict) -> Optional[DataPlan]:
