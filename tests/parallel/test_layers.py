@@ -2,7 +2,6 @@
 backward, with and without sequence parallelism; init gives the same full weights at every TP size."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from megapmc.parallel import ParallelState, initialize_parallel
 from megapmc.parallel.layers import ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding
