@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from megapmc.checkpoint.model_io import (
@@ -319,8 +320,10 @@ def load_checkpoint(
     expected_model_state: dict[str, torch.Tensor],
     load_optimizer: bool = True,
     load_run_state: bool = True,
+    optimizer_layout: dict[str, tuple[int, int, int]] | None = None,
 ) -> LoadedCheckpoint:
-    """Read this rank's part of ``ckpt_dir`` after checking that it fits the model and TP size."""
+    """Read this rank's part of ``ckpt_dir`` after checking that it fits the model and TP size.
+    ``optimizer_layout``: see ``read_optimizer_state``."""
     ckpt_dir = Path(ckpt_dir)
     saved = load_config(ckpt_dir)
     check_compatible(saved, model_config, parallel.tp_size, ckpt_dir)
@@ -331,7 +334,7 @@ def load_checkpoint(
     if load_run_state:
         run_state = _read_run_state(ckpt_dir, parallel)
     if load_optimizer:
-        optimizer_state = _read_optimizer_shard(ckpt_dir, parallel, saved)
+        optimizer_state = read_optimizer_state(ckpt_dir, parallel, saved, optimizer_layout)
     return LoadedCheckpoint(ckpt_dir, saved, model_state, optimizer_state, run_state)
 
 
@@ -348,19 +351,64 @@ def _read_run_state(ckpt_dir: Path, parallel: ParallelState) -> dict:
     return json.loads(path.read_text())
 
 
-def _read_optimizer_shard(ckpt_dir: Path, parallel: ParallelState, saved: dict) -> dict[str, torch.Tensor]:
-    sharded = saved.get("parallel", {}).get("optimizer_is_sharded", False)
-    saved_dp = saved.get("parallel", {}).get("data_parallel_size", 1)
-    if sharded and saved_dp != parallel.dp_size:
+def saved_data_parallel_size(saved: dict) -> int:
+    """Over how many DP ranks the checkpoint's optimizer states were sharded (1: not sharded)."""
+    parallel = saved.get("parallel", {})
+    return parallel.get("data_parallel_size", 1) if parallel.get("optimizer_is_sharded", False) else 1
+
+
+def read_optimizer_state(
+    ckpt_dir: str | Path,
+    parallel: ParallelState,
+    saved: dict,
+    layout: dict[str, tuple[int, int, int]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """This rank's optimizer state, for ``MixedPrecisionOptimizer.load_sharded_state_dict``.
+
+    ``layout`` is ``{parameter name: (start, end, numel)}`` of the elements this rank's optimizer
+    updates (``optimizer.shard_layout()``); None means every parameter. When the shard saved for this
+    rank covers exactly that (same DP size, optimizer and buckets), it is read as is. Otherwise (another
+    DP size, ZeRO-1 switched on or off, another --ddp-bucket-size) the shards of every DP rank of this
+    TP rank are read, only the parameters in ``layout``, and merged into full per-parameter state
+    (``merge_sharded_state_dicts``); the optimizer then takes the elements it owns. A different TP
+    size is refused earlier, by ``check_compatible``.
+    """
+    from megapmc.optim.optimizer import merge_sharded_state_dicts
+
+    ckpt_dir = Path(ckpt_dir)
+    saved_dp = saved_data_parallel_size(saved)
+    sources = [ckpt_dir / optimizer_shard_name(parallel.tp_rank, r) for r in range(saved_dp)]
+    missing = [p for p in sources if not p.is_file()]
+    if missing:
         raise CheckpointError(
-            f"{ckpt_dir}: the distributed optimizer's states were sharded over {saved_dp} data-parallel ranks, "
-            f"this run has {parallel.dp_size}; run with {saved_dp * parallel.tp_size} processes, or pass "
-            f"--no-load-optim to restart the optimizer states from these weights"
-        )
-    path = ckpt_dir / optimizer_shard_name(parallel.tp_rank, parallel.dp_rank if sharded else 0)
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path} is missing; {ckpt_dir} holds no optimizer states for this rank. Pass --no-load-optim "
+            f"{missing[0]} is missing; {ckpt_dir} holds no optimizer states for this rank. Pass --no-load-optim "
             f"to start the optimizer afresh, or --pretrained-checkpoint/--finetune to load weights only"
         )
-    return load_file(str(path))
+    own = sources[parallel.dp_rank] if saved_dp == parallel.dp_size else sources[0] if saved_dp == 1 else None
+    if own is not None and _covers_exactly(own, layout):
+        return load_file(str(own))
+    pieces = []
+    for path in sources:
+        with safe_open(str(path), framework="pt") as f:
+            pieces.append({k: f.get_tensor(k) for k in f.keys()
+                           if layout is None or k.rpartition(".")[0] in layout})
+    try:
+        return merge_sharded_state_dicts(pieces)
+    except ValueError as e:
+        raise CheckpointError(
+            f"{ckpt_dir}: cannot merge the optimizer shards of its {saved_dp} data-parallel ranks "
+            f"(tensor-parallel rank {parallel.tp_rank}): {e}. Pass --no-load-optim to start the optimizer "
+            f"afresh from these weights"
+        ) from e
+
+
+def _covers_exactly(path: Path, layout: dict[str, tuple[int, int, int]] | None) -> bool:
+    """Whether the shard at ``path`` holds the parameters of ``layout``, each over the same elements (or
+    over all of them: a non-sharded optimizer's file, which every layout can take its part of)."""
+    if layout is None:
+        return True
+    with safe_open(str(path), framework="pt") as f:
+        ranges = {k[: -len(".range")]: f.get_tensor(k).tolist() for k in f.keys() if k.endswith(".range")}
+    if ranges.keys() != layout.keys():
+        return False
+    return all(saved in (list(layout[name]), [0, saved[2], saved[2]]) for name, saved in ranges.items())

@@ -174,6 +174,11 @@ class MixedPrecisionOptimizer:
                 s.master.copy_(s.model_view)
 
     # --- checkpointing ----------------------------------------------------------------------------
+    def shard_layout(self) -> dict[str, tuple[int, int, int]]:
+        """``{parameter name: (start, end, numel)}``: the flattened elements this rank updates, as the
+        ``.range`` entries of ``sharded_state_dict`` record them."""
+        return {s.name: (s.start, s.end, s.param.numel()) for s in self.shards}
+
     def sharded_state_dict(self) -> dict[str, torch.Tensor]:
         """This rank's optimizer shard as plain tensors (live, not copies: save before the next step).
 

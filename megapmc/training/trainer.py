@@ -28,7 +28,9 @@ import torch.distributed as dist
 from megapmc.checkpoint.checkpointing import (
     CheckpointError,
     load_checkpoint,
+    read_optimizer_state,
     resolve_checkpoint_dir,
+    saved_data_parallel_size,
     save_checkpoint,
     set_rng_state,
 )
@@ -93,6 +95,17 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
+def cuda_connections_notice(tp_size: int, device: torch.device, environ=os.environ) -> str | None:
+    """Megatron's TP/SP communication overlap relies on CUDA_DEVICE_MAX_CONNECTIONS=1 (one work queue,
+    so a collective is issued before the GEMM it overlaps); a one-line notice when that is not set."""
+    value = environ.get("CUDA_DEVICE_MAX_CONNECTIONS")
+    if tp_size == 1 or device.type != "cuda" or value == "1":
+        return None
+    return (f"notice: CUDA_DEVICE_MAX_CONNECTIONS is {'unset' if value is None else repr(value)} with tensor "
+            f"parallelism; export CUDA_DEVICE_MAX_CONNECTIONS=1 before launching so the TP communication "
+            f"overlaps with compute")
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -133,6 +146,7 @@ class Trainer:
         self.model = build_model(config.model, parallel, config.model_options, self.device, self.dtype,
                                  seed=tcfg.seed)
         self._loaded_from: Path | None = None
+        self._resume_note = ""
         self.iteration = self.consumed_samples = self.skipped_iters = self.consecutive_skipped = 0
         self.scheduler = LRScheduler(config.lr_schedule.resolve(self.train_iters))
         resume = self._load_weights()
@@ -179,9 +193,10 @@ class Trainer:
                 raise CheckpointError(f"--pretrained-checkpoint {ccfg.pretrained_checkpoint}: no checkpoint there")
         if ckpt_dir is None:
             return None
+        # The optimizer state is read once the optimizer exists: which elements it needs depends on its layout.
         loaded = load_checkpoint(
             ckpt_dir, self.parallel, self.config.model.to_dict(), self._model_state(),
-            load_optimizer=full and not ccfg.no_load_optim, load_run_state=full,
+            load_optimizer=False, load_run_state=full,
         )
         self.model.load_state_dict(loaded.model_state, strict=True)
         self._loaded_from = ckpt_dir
@@ -190,8 +205,14 @@ class Trainer:
     def _load_training_state(self, loaded) -> dict | None:
         if loaded is None:
             return None
-        if loaded.optimizer_state is not None:
-            self.optimizer.load_sharded_state_dict(loaded.optimizer_state)
+        if not self.config.checkpoint.no_load_optim:
+            saved_dp = saved_data_parallel_size(loaded.config)
+            optim_state = read_optimizer_state(loaded.path, self.parallel, loaded.config,
+                                               self.optimizer.shard_layout())
+            self.optimizer.load_sharded_state_dict(optim_state)
+            if saved_dp not in (1, self.parallel.dp_size):
+                self._resume_note = (f"; optimizer states merged from {saved_dp} data-parallel shards "
+                                     f"(this run has {self.parallel.dp_size})")
         state = loaded.run_state
         self.iteration = int(state["iteration"])
         self.consumed_samples = int(state["consumed_samples"])
@@ -321,12 +342,15 @@ class Trainer:
         tcfg, ccfg = self.config.training, self.config.checkpoint
         if self.data.summary:
             self.logger.print(self.data.summary)
+        notice = cuda_connections_notice(self.parallel.tp_size, self.device)
+        if notice:
+            self.logger.print(notice)
         if tcfg.eval_interval and self.data.valid_dataset is None:
             self.logger.print("no validation data (the split leaves a source without validation documents): "
                               "validation is skipped")
         if self.iteration:
             self.logger.print(f"resumed from {self._loaded_from} at iteration {self.iteration}, "
-                              f"{self.consumed_samples} samples consumed")
+                              f"{self.consumed_samples} samples consumed{self._resume_note}")
             self.logger.log_event("resume", self.iteration, consumed_samples=self.consumed_samples)
         train_it = self._loader(self.data.train_dataset, self.consumed_samples)
         if self._rng_state is not None:

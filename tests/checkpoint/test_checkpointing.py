@@ -8,12 +8,14 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from megapmc.checkpoint.checkpointing import (
     TRACKER_NAME,
     CheckpointError,
     get_rng_state,
     load_checkpoint,
+    read_optimizer_state,
     read_tracker,
     resolve_checkpoint_dir,
     save_checkpoint,
@@ -142,13 +144,50 @@ def test_kill_while_writing_keeps_previous_checkpoint(tmp_path, where):
     assert read_tracker(run) == 2 and not list(run.glob("*.tmp"))
 
 
-def test_distributed_optimizer_shards_need_the_same_dp_size(tmp_path):
-    two_dp = ParallelState(dp_size=2, world_size=2)  # DP rank 0's view; the files of rank 1 do not matter here
-    save_checkpoint(tmp_path, 3, two_dp, _config(), _model_state(3), {"exp_avg": torch.zeros(2)},
-                    optimizer_is_sharded=True, run_state={"iteration": 3, "consumed_samples": 12})
-    ckpt = resolve_checkpoint_dir(tmp_path)
-    with pytest.raises(CheckpointError, match="sharded over 2 data-parallel ranks, this run has 1.*--no-load-optim"):
-        load_checkpoint(ckpt, ParallelState.single(), MODEL.to_dict(), _model_state(0))
+def _optim_shard(name_ranges: dict, step: float = 3.0) -> dict:
+    """A ``sharded_state_dict``-shaped optimizer shard whose values are the element indices."""
+    sd = {}
+    for name, (start, end, numel) in name_ranges.items():
+        sd[f"{name}.range"] = torch.tensor([start, end, numel])
+        sd[f"{name}.exp_avg"] = torch.arange(start, end, dtype=torch.float32)
+        sd[f"{name}.exp_avg_sq"] = torch.arange(start, end, dtype=torch.float32) * 2
+        sd[f"{name}.step"] = torch.tensor([step])
+    return sd
+
+
+def _save_two_dp_shards(tmp_path):
+    """A ZeRO-1 checkpoint of DP 2: ``a`` (6 elements) straddles the shard boundary, ``b`` is on DP rank 1."""
+    two_dp = ParallelState(dp_size=2, world_size=2)  # DP rank 0's view; rank 1's shard is written below
+    ckpt = save_checkpoint(tmp_path, 3, two_dp, _config(), _model_state(3), _optim_shard({"a": (0, 4, 6)}),
+                           optimizer_is_sharded=True, run_state={"iteration": 3, "consumed_samples": 12})
+    save_file(_optim_shard({"a": (4, 6, 6), "b": (0, 3, 3)}), str(ckpt / "optim_tp00_dp01.safetensors"))
+    return ckpt
+
+
+def test_distributed_optimizer_shards_are_merged_at_another_dp_size(tmp_path):
+    ckpt = _save_two_dp_shards(tmp_path)
+    loaded = load_checkpoint(ckpt, ParallelState.single(), MODEL.to_dict(), _model_state(0))
+    merged = loaded.optimizer_state
+    assert merged["a.range"].tolist() == [0, 6, 6] and merged["b.range"].tolist() == [0, 3, 3]
+    assert torch.equal(merged["a.exp_avg"], torch.arange(6.0)) and torch.equal(merged["b.exp_avg_sq"], torch.arange(3.0) * 2)
+    # With this rank's layout only the parameters it updates are read (ZeRO-1 at DP 4 owning part of a).
+    part = read_optimizer_state(ckpt, ParallelState(dp_size=4, world_size=4), loaded.config, {"a": (3, 5, 6)})
+    assert sorted(part) == ["a.exp_avg", "a.exp_avg_sq", "a.range", "a.step"]
+    # Same DP size and layout: this rank's own file, as saved.
+    own = read_optimizer_state(ckpt, ParallelState(dp_rank=1, dp_size=2, rank=1, world_size=2), loaded.config,
+                               {"a": (4, 6, 6), "b": (0, 3, 3)})
+    assert own["a.range"].tolist() == [4, 6, 6]
     weights_only = load_checkpoint(ckpt, ParallelState.single(), MODEL.to_dict(), _model_state(0),
                                    load_optimizer=False)
     assert weights_only.optimizer_state is None and weights_only.run_state["iteration"] == 3
+
+
+def test_missing_or_inconsistent_dp_shards_are_named(tmp_path):
+    ckpt = _save_two_dp_shards(tmp_path)
+    save_file(_optim_shard({"a": (4, 6, 6), "b": (0, 3, 3)}, step=4.0), str(ckpt / "optim_tp00_dp01.safetensors"))
+    with pytest.raises(CheckpointError, match=r"cannot merge the optimizer shards of its 2 data-parallel ranks.*"
+                                              r"different steps.*--no-load-optim"):
+        load_checkpoint(ckpt, ParallelState.single(), MODEL.to_dict(), _model_state(0))
+    (ckpt / "optim_tp00_dp01.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"optim_tp00_dp01.safetensors is missing.*--no-load-optim"):
+        load_checkpoint(ckpt, ParallelState.single(), MODEL.to_dict(), _model_state(0))
