@@ -70,6 +70,8 @@ ARGS=(
     --log-interval 1 --eval-interval 100 --eval-iters 5 --tensorboard-dir "$TENSORBOARD_DIR"
     --seed 1234
 )
+# One CUDA work queue, so each TP/SP collective starts before the GEMM it overlaps (Megatron needs it).
+export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-1}
 
 if [[ "$DRY_RUN" == 1 ]]; then
     exec python -m megapmc.finetune "${ARGS[@]}" "$@" --dry-run
@@ -78,7 +80,6 @@ if [[ -n "${RANK:-}" && -n "${LOCAL_RANK:-}" ]]; then
     # Started by torchrun: this process is one rank.
     exec python -m megapmc.finetune "${ARGS[@]}" "$@"
 fi
-export CUDA_DEVICE_MAX_CONNECTIONS=1  # keeps TP/SP communication ordered ahead of compute (as Megatron)
 exec torchrun --nproc-per-node "$GPUS_PER_NODE" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
     --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
     -m megapmc.finetune "${ARGS[@]}" "$@"

@@ -92,6 +92,8 @@ ARGS=(
     --seed 1234
 )
 [[ -n "${DATA_CACHE_PATH:-}" ]] && ARGS+=(--data-cache-path "$DATA_CACHE_PATH")
+# One CUDA work queue, so each TP/SP collective starts before the GEMM it overlaps (Megatron needs it).
+export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-1}
 
 if [[ "$DRY_RUN" == 1 ]]; then
     exec python -m megapmc.pretrain "${ARGS[@]}" --world-size $((NNODES * GPUS_PER_NODE)) "$@" --dry-run

@@ -92,3 +92,42 @@ def test_dry_run_prints_config_plan_and_memory(env_13b):
     assert "epoch = one pass over books (5 epochs)" in out
     assert "TP 2 x DP 16, micro-batch 2, seq 2048, bf16, recompute selective, sequence parallel on" in out
     assert "TP 1 x DP 32:" in out and "(does not fit)" in out
+
+
+def _env_printing_launchers(tmp_path) -> str:
+    """`python` / `torchrun` / `srun` stand-ins that print CUDA_DEVICE_MAX_CONNECTIONS as they see it."""
+    bin_dir = tmp_path / "envbin"
+    bin_dir.mkdir()
+    for name in ("python", "torchrun", "srun", "scontrol"):
+        path = bin_dir / name
+        path.write_text('#!/usr/bin/env bash\necho "CDMC=${CUDA_DEVICE_MAX_CONNECTIONS:-unset}"\n')
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def _finetune_env(env_13b, tmp_path):
+    sft = tmp_path / "sft"
+    (tmp_path / "sft_sft.json").write_text("{}")
+    (tmp_path / "stage1").mkdir()
+    return {**env_13b, "SFT_DATA": str(sft), "PRETRAINED_CKPT": str(tmp_path / "stage1")}
+
+
+@pytest.mark.parametrize("script", ["examples/pretrain_pmc_13b.sh", "examples/finetune_pmc_13b.sh",
+                                    "examples/pretrain_pmc_13b.slurm"])
+@pytest.mark.parametrize("ranked", [False, True])
+def test_cuda_device_max_connections_is_one_unless_set(env_13b, tmp_path, script, ranked):
+    env = {**_finetune_env(env_13b, tmp_path), "PATH": _env_printing_launchers(tmp_path),
+           "SLURM_JOB_NODELIST": "node0", "SLURM_NTASKS_PER_NODE": "8", "SLURM_NNODES": "1"}
+    env.pop("CUDA_DEVICE_MAX_CONNECTIONS", None)
+    (tmp_path / "llama-13b-megapmc").mkdir()
+    if ranked:
+        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="8")
+
+    def run(extra_env):
+        proc = subprocess.run(["bash", str(ROOT / script)], env={**env, **extra_env}, cwd=ROOT,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    assert run({}) == "CDMC=1"
+    assert run({"CUDA_DEVICE_MAX_CONNECTIONS": "8"}) == "CDMC=8"  # a user's explicit choice stays

@@ -129,3 +129,15 @@ def test_exit_duration_saves_and_stops(tmp_path, capsys):
                        "--exit-duration-in-mins", "1e-6", "--save", str(tmp_path)])
     assert "RESULT 1 exit_duration" in capsys.readouterr().out
     assert read_tracker(tmp_path) == 1
+
+
+def test_cuda_device_max_connections_notice_only_for_tp_on_cuda():
+    from megapmc.training.trainer import cuda_connections_notice
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert "CUDA_DEVICE_MAX_CONNECTIONS is unset" in cuda_connections_notice(2, cuda, {})
+    assert "is '8'" in cuda_connections_notice(8, cuda, {"CUDA_DEVICE_MAX_CONNECTIONS": "8"})
+    assert "\n" not in cuda_connections_notice(2, cuda, {})  # one line
+    assert cuda_connections_notice(2, cuda, {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}) is None
+    assert cuda_connections_notice(1, cuda, {}) is None  # no TP communication to overlap
+    assert cuda_connections_notice(2, cpu, {}) is None
