@@ -191,11 +191,11 @@ def loader_and_materialize_rows(work: Path, tokens_per_source: int, seq_length: 
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'benchmark':<12}{'setting':<70}{'wall':>12}{'per CPU':>12}  {'unit':<10}{'baseline':>12}{'ratio':>7}"]
+    lines = [f"{'benchmark':<12}{'setting':<70}{'wall':>14}{'per CPU':>14}  {'unit':<11}{'baseline':>14}{'ratio':>7}"]
     for r in rows:
-        base = f"{r['baseline_cpu']:>12,.2f}" if r.get("baseline_cpu") is not None else f"{'':>12}"
+        base = f"{r['baseline_cpu']:>14,.2f}" if r.get("baseline_cpu") is not None else f"{'':>14}"
         ratio = f"{r['ratio']:>7.2f}" if r.get("ratio") is not None else f"{'':>7}"
-        lines.append(f"{r['benchmark']:<12}{r['setting']:<70}{r['wall']:>12,.3f}{r['cpu']:>12,.3f}  {r['unit']:<10}"
+        lines.append(f"{r['benchmark']:<12}{r['setting']:<70}{r['wall']:>14,.3f}{r['cpu']:>14,.3f}  {r['unit']:<11}"
                      f"{base}{ratio}")
     lines.append("wall: wall-clock on this (shared) machine; per CPU: the same per second of this process's CPU time; "
                  "baseline and ratio (> 1 = faster) use CPU time")
