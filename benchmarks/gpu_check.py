@@ -1,8 +1,9 @@
 """GPU check, one command for a session lent a GPU (run through benchmarks/gpu_check.sh; < 8 minutes).
 
 1. Every CUDA kernel path (attention: flash / sdpa, packed and not; RMSNorm, SwiGLU, RoPE, cross-entropy:
-   liger / apex / compile / torch) against the plain PyTorch reference run in fp32: relative error of the
-   outputs and of the input gradients, in bf16 and fp32. Backends whose package is absent are listed as such.
+   liger / apex / compile / torch; RMSNorm also transformer-engine's) against the plain PyTorch reference
+   run in fp32: relative error of the outputs and of the input gradients, in bf16 and fp32. Backends whose
+   package is absent are listed as such.
 2. MFU of 13B-shaped decoder layers (hidden 5120, 40 heads, ffn 13824, seq 2048, bf16), forward + backward,
    for each available backend combination: model TFLOP/s from the one FLOPs formula (decoder-layer part:
    ``6·N_layer + 12·h·s`` per token and layer) over the datasheet peak and over the GEMM peak measured here.
@@ -137,7 +138,7 @@ def time_layers(options: TransformerOptions, args) -> dict:
 LAYER_OPS = ("attention", "rms_norm", "swiglu", "rope")  # the loss is not part of the timed layers
 MFU_RUNS = [  # the default first, so it is measured even when time runs short
     ("auto", "auto"), ("sdpa", "torch"), ("sdpa", "compile"), ("flash", "liger"), ("flash", "torch"),
-    ("sdpa", "liger"),
+    ("sdpa", "liger"), ("flash", "te"),
 ]
 
 

@@ -20,17 +20,17 @@ from megapmc.kernels import attention, cross_entropy, rmsnorm, rope, swiglu
 logger = logging.getLogger("megapmc.kernels")
 
 ATTENTION_BACKENDS = ("auto", "flash", "sdpa", "math")
-KERNEL_BACKENDS = ("auto", "liger", "apex", "compile", "torch")
+KERNEL_BACKENDS = ("auto", "te", "liger", "apex", "compile", "torch")
 
 # Backends that need a CUDA device (Triton / CUDA extensions).
-_CUDA_ONLY = {"flash", "liger", "apex"}
+_CUDA_ONLY = {"flash", "liger", "apex", "te"}
 # Which pip package provides each backend, for the notice.
-_PACKAGE = {"flash": "flash-attn", "liger": "liger-kernel", "apex": "apex"}
+_PACKAGE = {"flash": "flash-attn", "liger": "liger-kernel", "apex": "apex", "te": "transformer-engine"}
 
 # ``auto`` preference order on CUDA, per op (the reference comes last everywhere).
 _AUTO_CUDA = {
     "attention": ("flash", "sdpa"),
-    "rms_norm": ("liger", "apex", "compile", "torch"),
+    "rms_norm": ("te", "liger", "apex", "compile", "torch"),
     "swiglu": ("liger", "compile", "torch"),
     "rope": ("liger", "compile", "torch"),
     "cross_entropy": ("liger", "single_pass"),
@@ -87,12 +87,17 @@ def _try_load(op: str, name: str, device: torch.device):
 def _select_op(op: str, requested: str, device: torch.device, notices: list[str]):
     if requested == "auto":
         order = (_AUTO_CUDA if device.type == "cuda" else _AUTO_CPU)[op]
+        missing = []
         for name in order:
             impl, why = _try_load(op, name, device)
             if impl is not None:
+                # No fused kernel at all: worth telling the user which packages would give one.
+                if name not in _PACKAGE:
+                    notices.extend(missing)
                 return name, impl
-            if name in _PACKAGE:  # a better kernel exists but is missing: worth telling the user
-                notices.append(f"{op}: {why}")
+            if name in _PACKAGE:
+                missing.append(f"{op}: {why}")
+        notices.extend(missing)
         requested = _REFERENCE[op]
     impl, why = _try_load(op, requested, device)
     if impl is not None:

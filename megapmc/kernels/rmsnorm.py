@@ -2,12 +2,14 @@
 multiplies (Hugging Face LLaMA's casting, so logits match ``LlamaForCausalLM``).
 
 Backends: ``torch`` (the reference), ``compile`` (the reference under ``torch.compile``), ``liger``
-(liger-kernel's Triton kernel), ``apex`` (apex's fused CUDA kernel). Each loader returns a function
+(liger-kernel's Triton kernel), ``apex`` (apex's fused CUDA kernel), ``te`` (transformer-engine's
+``transformer_engine.pytorch.RMSNorm`` module, its public API). Each loader returns a function
 ``rms_norm(x [..., h], weight [h], eps) -> [..., h]`` or raises ImportError.
 """
 from __future__ import annotations
 
 import torch
+from torch.func import functional_call
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -35,9 +37,28 @@ def _load_apex():
     return rms_norm
 
 
+def _load_te():
+    import transformer_engine.pytorch as te
+
+    modules: dict[tuple, torch.nn.Module] = {}
+
+    def rms_norm(x, weight, eps):
+        # TE's public RMSNorm is a module that owns its weight. The model keeps its own
+        # ``input_layernorm.weight`` (names, checkpoints, sequence-parallel gradient all-reduce unchanged),
+        # so each call runs TE's module with that weight swapped in; gradients flow to the model's weight.
+        # TE multiplies by the weight in fp32 before casting (HF casts first): bf16 rounding apart, equal.
+        key = (weight.shape[0], eps, x.device)
+        if key not in modules:
+            modules[key] = te.RMSNorm(weight.shape[0], eps=eps, device=x.device)
+        return functional_call(modules[key], {"weight": weight}, (x,))
+
+    return rms_norm
+
+
 BACKENDS = {
     "torch": lambda: rms_norm_reference,
     "compile": lambda: torch.compile(rms_norm_reference),
     "liger": _load_liger,
     "apex": _load_apex,
+    "te": _load_te,
 }
