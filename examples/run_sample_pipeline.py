@@ -40,7 +40,6 @@ def build_steps(run: Path, quick: bool) -> list[Step]:
     eval_dir = run / "eval"
     return [
         Step("corpus", "MedC-K corpus: clean books, filter S2ORC papers by PMC id", [
-            [PY, "-c", "import os, sys; os.makedirs(sys.argv[1], exist_ok=True)", str(corpus)],
             [PY, "tools/clean_books.py", "--input", f"{SAMPLES}/pretrain/books.jsonl",
              "--output", str(corpus / "books.jsonl"), "--report", str(corpus / "books_cleaning.json")],
             [PY, "tools/filter_s2orc.py", "--input", f"{SAMPLES}/pretrain/s2orc_sample.jsonl",

@@ -258,3 +258,12 @@ def test_filter_s2orc_split_release_joins_metadata_and_parses(tmp_path, capsys):
     assert "4 papers read, 2 kept" in printed and "1 without a PDF parse" in printed and "1 malformed" in printed
     with pytest.raises(SystemExit):
         tool.main(["--input", "a.jsonl", "--metadata", "m.jsonl", "--output", str(out)])
+
+
+def test_outputs_go_into_new_folders(tmp_path):
+    books = tmp_path / "new" / "books" / "clean.jsonl"
+    papers = tmp_path / "other" / "papers.jsonl.zst"
+    clean_books(str(SAMPLES / "books.jsonl"), str(books), progress=False)
+    filter_s2orc(str(SAMPLES / "s2orc_sample.jsonl"), str(papers), progress=False)
+    assert books.stat().st_size > 0 and papers.stat().st_size > 0
+    assert sorted(p.name for p in books.parent.iterdir()) == ["clean.jsonl"]  # no temporary left behind

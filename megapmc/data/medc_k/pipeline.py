@@ -19,8 +19,11 @@ def _require_files(*paths: str) -> None:
 
 
 def _temp_name(path: str) -> str:
+    """A temporary name beside ``path`` (whose folder is created), renamed into place when complete."""
     # Keep the compression suffix last so open_text_out still picks the codec.
     head, name = os.path.split(path)
+    if head:
+        os.makedirs(head, exist_ok=True)
     return os.path.join(head, f".tmp-{os.getpid()}-{name}")
 
 
