@@ -47,8 +47,10 @@ SHAPE_FIELDS = (
     "num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "ffn_hidden_size", "vocab_size",
 )
 RESHARD_HINT = (
-    "reshard it with `python tools/convert_checkpoint.py --loader megapmc --saver megapmc --load-dir {src} "
-    "--save-dir NEW_DIR --target-tensor-parallel-size {tp}` and load NEW_DIR"
+    "reshard its weights with `python tools/convert_checkpoint.py --loader megapmc --saver megapmc --load-dir {src} "
+    "--save-dir NEW_DIR --target-tensor-parallel-size {tp}` and start from NEW_DIR with --pretrained-checkpoint "
+    "(the conversion carries the model weights only: optimizer states, iteration and data position start "
+    "afresh). Another data-parallel size needs none of this: the optimizer shards are merged on load"
 )
 
 

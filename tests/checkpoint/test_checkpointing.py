@@ -83,7 +83,8 @@ def test_other_tp_size_or_shape_is_explained(tmp_path):
     _save(tmp_path, 1)
     ckpt = resolve_checkpoint_dir(tmp_path)
     two = ParallelState(tp_size=2, world_size=2)
-    with pytest.raises(CheckpointError, match=r"--tensor-model-parallel-size 1, this run uses 2.*convert_checkpoint"):
+    with pytest.raises(CheckpointError, match=r"--tensor-model-parallel-size 1, this run uses 2.*convert_checkpoint.*"
+                                              r"--pretrained-checkpoint \(the conversion carries the model weights only"):
         load_checkpoint(ckpt, two, MODEL.to_dict(), _model_state(0))
     bigger = MODEL.replace(num_layers=3, hidden_size=128)
     with pytest.raises(CheckpointError, match=r"num_layers: checkpoint 2, this run 3(.|\n)*hidden_size: checkpoint 64"):
