@@ -47,9 +47,9 @@ def _load_te():
         # ``input_layernorm.weight`` (names, checkpoints, sequence-parallel gradient all-reduce unchanged),
         # so each call runs TE's module with that weight swapped in; gradients flow to the model's weight.
         # TE multiplies by the weight in fp32 before casting (HF casts first): bf16 rounding apart, equal.
-        key = (weight.shape[0], eps, x.device)
-        if key not in modules:
-            modules[key] = te.RMSNorm(weight.shape[0], eps=eps, device=x.device)
+        key = (weight.shape[0], eps, x.device, weight.dtype)
+        if key not in modules:  # params_dtype: TE 1.x's name, still accepted by 2.x
+            modules[key] = te.RMSNorm(weight.shape[0], eps=eps, device=x.device, params_dtype=weight.dtype)
         return functional_call(modules[key], {"weight": weight}, (x,))
 
     return rms_norm

@@ -36,3 +36,22 @@ def test_model_with_auto_kernels_matches_reference_kernels():
         loss_fast = fast(ids, labels=ids)
         loss_ref = ref(ids, labels=ids)
     torch.testing.assert_close(loss_fast, loss_ref, rtol=3e-2, atol=3e-2)
+
+
+def test_model_on_transformer_engine_rmsnorm_keeps_names_and_matches_reference():
+    pytest.importorskip("transformer_engine.pytorch", reason="transformer-engine is not installed")
+    config = LlamaConfig.from_name("tiny", vocab_size=500)
+    ids = torch.randint(0, 500, (2, 64), device="cuda")
+    te_model = build_model(config, options=TransformerOptions(attention_backend="sdpa", kernel_backend="te"),
+                           device="cuda", dtype=torch.bfloat16, seed=3)
+    ref = build_model(config, options=TransformerOptions(attention_backend="sdpa", kernel_backend="torch"),
+                      device="cuda", dtype=torch.bfloat16, seed=3)
+    assert te_model.kernels.names["rms_norm"] == "te"
+    assert list(te_model.state_dict()) == list(ref.state_dict())  # layers.{i}.input_layernorm.weight ...
+    loss_te, loss_ref = te_model(ids, labels=ids).mean(), ref(ids, labels=ids).mean()
+    loss_te.backward()
+    loss_ref.backward()
+    torch.testing.assert_close(loss_te, loss_ref, rtol=2e-2, atol=2e-2)
+    grad_te = te_model.layers[0].input_layernorm.weight.grad
+    grad_ref = ref.layers[0].input_layernorm.weight.grad
+    assert grad_te is not None and (grad_te.float() - grad_ref.float()).norm() < 5e-2 * grad_ref.float().norm()

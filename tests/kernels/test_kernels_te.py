@@ -17,10 +17,10 @@ class _StandInTERMSNorm(torch.nn.Module):
 
     weights_seen: list = []
 
-    def __init__(self, hidden_size, eps=1e-5, device=None):
+    def __init__(self, hidden_size, eps=1e-5, device=None, params_dtype=None):
         super().__init__()
         self.eps = eps
-        self.weight = torch.nn.Parameter(torch.full((hidden_size,), 7.0, device=device))
+        self.weight = torch.nn.Parameter(torch.full((hidden_size,), 7.0, device=device, dtype=params_dtype))
 
     def forward(self, x):
         type(self).weights_seen.append(self.weight)
