@@ -1,5 +1,6 @@
 """Fault tolerance of whole runs: SIGKILL at an arbitrary moment and restart gives the uninterrupted run's
 losses and weights bit for bit (fp32, CPU, TP=2 under torchrun)."""
+import json
 import os
 import signal
 import subprocess
@@ -158,3 +159,29 @@ def test_resume_at_another_data_parallel_size_continues_the_run(tmp_path):
     assert ref_optim.keys() == got_optim.keys()
     for k in ref_optim:
         assert torch.allclose(got_optim[k], ref_optim[k], rtol=1e-3, atol=1e-9), k
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_overlap_param_gather_flag_trains_the_same_run(tmp_path):
+    """--overlap-param-gather reaches the optimizer through the trainer (forward, validation and saving wait
+    for the gathered buckets) and changes only when the all-gather is waited for: the same losses and weights."""
+    runs = {}
+    for name, extra in (("plain", []), ("overlap", ["--overlap-param-gather"])):
+        save = tmp_path / name
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(free_port()), str(TOY), *DP_FLAGS, "--train-iters", "4", "--save-interval", "4",
+               "--eval-interval", "2", "--eval-iters", "1", "--save", str(save), *extra]
+        proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=240)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs[name] = save
+    config = json.loads((runs["overlap"] / "iter_0000004" / "config.json").read_text())
+    assert config["optimizer"]["overlap_param_gather"] is True
+    plain_train, plain_valid = read_metrics(runs["plain"] / METRICS_NAME)
+    got_train, got_valid = read_metrics(runs["overlap"] / METRICS_NAME)
+    assert [(r["loss"], r["grad_norm"]) for r in got_train] == [(r["loss"], r["grad_norm"]) for r in plain_train]
+    assert [r["valid_loss"] for r in got_valid] == [r["valid_loss"] for r in plain_valid]
+    plain_model = load_file(runs["plain"] / "iter_0000004" / "model_tp00.safetensors")
+    got_model = load_file(runs["overlap"] / "iter_0000004" / "model_tp00.safetensors")
+    assert all(torch.equal(got_model[k], plain_model[k]) for k in plain_model)
