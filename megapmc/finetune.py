@@ -102,29 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from megapmc.checkpoint.checkpointing import CheckpointError
-    from megapmc.training.arguments import build_run_config, parse_args
-    from megapmc.training.trainer import TrainingError, train
+def dry_run(config: RunConfig, args: argparse.Namespace) -> str:
+    """The resolved configuration and the instruction data's summary, as printed by ``--dry-run``."""
+    return "\n".join([json.dumps(config.to_dict(), indent=2, sort_keys=True),
+                      sft_dataset_provider(config, ParallelState.single()).summary])
 
-    parser = build_parser()
-    args = parse_args(parser, argv)
-    try:
-        config = build_run_config(args, sft_data_config(args))
-        if args.dry_run:
-            print(json.dumps(config.to_dict(), indent=2, sort_keys=True))
-            print(sft_dataset_provider(config, ParallelState.single()).summary)
-            return 0
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
-    try:
-        result = train(config, sft_dataset_provider)
-    except (CheckpointError, TrainingError) as e:
-        print(f"megapmc.finetune: error: {e}", file=sys.stderr)
-        return 1
-    if result.exit_reason != "finished":
-        print(f"stopped at iteration {result.iteration} ({result.exit_reason}); rerun the same command to resume")
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    from megapmc.training.launch import run_training
+
+    return run_training("megapmc.finetune", build_parser(), argv, sft_data_config, sft_dataset_provider, dry_run)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 
 from megapmc.parallel.state import ParallelState
 from megapmc.training.config import RunConfig
-from megapmc.training.trainer import TrainData, TrainingError, train
+from megapmc.training.trainer import TrainData
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -116,26 +116,12 @@ def dry_run(config: RunConfig, world_size: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from megapmc.checkpoint.checkpointing import CheckpointError
-    from megapmc.training.arguments import build_run_config, parse_args
+    from megapmc.training.launch import run_training
 
-    parser = build_parser()
-    args = parse_args(parser, argv)
-    try:
-        config = build_run_config(args, data_config(args))
-        if args.dry_run:
-            print(dry_run(config, args.world_size or int(os.environ.get("WORLD_SIZE", 1))))
-            return 0
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
-    try:
-        result = train(config, pretraining_dataset_provider)
-    except (CheckpointError, TrainingError) as e:
-        print(f"megapmc.pretrain: error: {e}", file=sys.stderr)
-        return 1
-    if result.exit_reason != "finished":
-        print(f"stopped at iteration {result.iteration} ({result.exit_reason}); rerun the same command to resume")
-    return 0
+    return run_training(
+        "megapmc.pretrain", build_parser(), argv, data_config, pretraining_dataset_provider,
+        lambda config, args: dry_run(config, args.world_size or int(os.environ.get("WORLD_SIZE", 1))),
+    )
 
 
 if __name__ == "__main__":
