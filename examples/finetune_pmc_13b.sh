@@ -29,8 +29,9 @@
 # Extra arguments are passed on to `python -m megapmc.finetune` (they win over the ones below).
 set -euo pipefail
 
-fail() { echo "finetune_pmc_13b.sh: $*" >&2; exit 2; }
-require() { [[ -n "${!1:-}" ]] || fail "set $1 to $2"; }
+SCRIPT=finetune_pmc_13b.sh
+DEFAULT_MASTER_PORT=6001
+source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
 
 DRY_RUN=${DRY_RUN:-0}
 for arg in "$@"; do [[ "$arg" == "--dry-run" ]] && DRY_RUN=1; done
@@ -45,11 +46,6 @@ if [[ "$DRY_RUN" != 1 && ! -e "$PRETRAINED_CKPT" ]]; then
     fail "PRETRAINED_CKPT=$PRETRAINED_CKPT: no such checkpoint"
 fi
 
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-MASTER_ADDR=${MASTER_ADDR:-localhost}
-MASTER_PORT=${MASTER_PORT:-6001}
 TP=${TP:-2}
 MBS=${MBS:-4}
 TENSORBOARD_DIR=${TENSORBOARD_DIR:-$CHECKPOINT_DIR/tensorboard}
@@ -70,16 +66,4 @@ ARGS=(
     --log-interval 1 --eval-interval 100 --eval-iters 5 --tensorboard-dir "$TENSORBOARD_DIR"
     --seed 1234
 )
-# One CUDA work queue, so each TP/SP collective starts before the GEMM it overlaps (Megatron needs it).
-export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-1}
-
-if [[ "$DRY_RUN" == 1 ]]; then
-    exec python -m megapmc.finetune "${ARGS[@]}" "$@" --dry-run
-fi
-if [[ -n "${RANK:-}" && -n "${LOCAL_RANK:-}" ]]; then
-    # Started by torchrun: this process is one rank.
-    exec python -m megapmc.finetune "${ARGS[@]}" "$@"
-fi
-exec torchrun --nproc-per-node "$GPUS_PER_NODE" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
-    --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
-    -m megapmc.finetune "${ARGS[@]}" "$@"
+launch megapmc.finetune "${ARGS[@]}" "$@"

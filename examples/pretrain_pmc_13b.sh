@@ -35,21 +35,9 @@
 # Extra arguments are passed on to `python -m megapmc.pretrain` (they win over the ones below).
 set -euo pipefail
 
-require() {
-    local name=$1 what=$2
-    if [[ -z "${!name:-}" ]]; then
-        echo "pretrain_pmc_13b.sh: set $name to $what" >&2
-        exit 2
-    fi
-}
-require_data() {
-    local name=$1
-    require "$name" "the prefix of an indexed dataset (PREFIX.bin and PREFIX.idx, from tools/preprocess_data.py)"
-    if [[ ! -f "${!name}.idx" || ! -f "${!name}.bin" ]]; then
-        echo "pretrain_pmc_13b.sh: $name=${!name}: ${!name}.bin/.idx not found; run tools/preprocess_data.py" >&2
-        exit 2
-    fi
-}
+SCRIPT=pretrain_pmc_13b.sh
+DEFAULT_MASTER_PORT=6000
+source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
 
 DRY_RUN=${DRY_RUN:-0}
 for arg in "$@"; do [[ "$arg" == "--dry-run" ]] && DRY_RUN=1; done
@@ -58,19 +46,13 @@ require_data BOOKS_PREFIX
 require_data PAPERS_PREFIX
 require_data GENERAL_PREFIX
 require TOKENIZER_MODEL "LLaMA's tokenizer.model"
-[[ -f "$TOKENIZER_MODEL" ]] || { echo "pretrain_pmc_13b.sh: TOKENIZER_MODEL=$TOKENIZER_MODEL: no such file" >&2; exit 2; }
+[[ -f "$TOKENIZER_MODEL" ]] || fail "TOKENIZER_MODEL=$TOKENIZER_MODEL: no such file"
 require CHECKPOINT_DIR "the run directory for checkpoints (restarts resume from it)"
 require LLAMA_CKPT "LLaMA-13B converted with tools/convert_checkpoint.py --saver megapmc"
 if [[ "$DRY_RUN" != 1 && ! -e "$LLAMA_CKPT" ]]; then
-    echo "pretrain_pmc_13b.sh: LLAMA_CKPT=$LLAMA_CKPT: no such checkpoint" >&2
-    exit 2
+    fail "LLAMA_CKPT=$LLAMA_CKPT: no such checkpoint"
 fi
 
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-MASTER_ADDR=${MASTER_ADDR:-localhost}
-MASTER_PORT=${MASTER_PORT:-6000}
 TP=${TP:-2}
 MBS=${MBS:-2}
 TENSORBOARD_DIR=${TENSORBOARD_DIR:-$CHECKPOINT_DIR/tensorboard}
@@ -92,16 +74,5 @@ ARGS=(
     --seed 1234
 )
 [[ -n "${DATA_CACHE_PATH:-}" ]] && ARGS+=(--data-cache-path "$DATA_CACHE_PATH")
-# One CUDA work queue, so each TP/SP collective starts before the GEMM it overlaps (Megatron needs it).
-export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-1}
-
-if [[ "$DRY_RUN" == 1 ]]; then
-    exec python -m megapmc.pretrain "${ARGS[@]}" --world-size $((NNODES * GPUS_PER_NODE)) "$@" --dry-run
-fi
-if [[ -n "${RANK:-}" && -n "${LOCAL_RANK:-}" ]]; then
-    # Started by torchrun (or srun with the torchrun variables): this process is one rank.
-    exec python -m megapmc.pretrain "${ARGS[@]}" "$@"
-fi
-exec torchrun --nproc-per-node "$GPUS_PER_NODE" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
-    --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
-    -m megapmc.pretrain "${ARGS[@]}" "$@"
+DRY_RUN_ARGS=(--world-size $((NNODES * GPUS_PER_NODE)))
+launch megapmc.pretrain "${ARGS[@]}" "$@"

@@ -173,6 +173,22 @@ def require_str(item: Any, key: str, *, allow_empty: bool = False) -> str:
     return value
 
 
+def iter_instruction_items(path: Path, source: str, problems: Problems
+                           ) -> Iterator[tuple[int, Any, str, str, str]]:
+    """``(index, item, instruction, input, output)`` for every Alpaca-style item (``instruction``,
+    optional ``input``, ``output``) of a JSON array or JSON-lines file; a bad item is reported with its
+    line and skipped. ``index`` counts every item, bad ones included, so ids stay stable."""
+    for index, (line, item) in enumerate(iter_json_records(path, source, problems)):
+        try:
+            instruction = require_str(item, "instruction")
+            input_text = require_str(item, "input", allow_empty=True) if "input" in item else ""
+            output = require_str(item, "output")
+        except ValueError as e:
+            problems.report(source, path, line, str(e))
+            continue
+        yield index, item, instruction, input_text, output
+
+
 def stable_hash(seed: int, *parts: object) -> int:
     """A 64-bit hash of ``seed`` and ``parts`` that is the same in every process and Python run."""
     h = hashlib.blake2b(repr((seed, *parts)).encode("utf-8"), digest_size=8)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from megapmc.sft.sources.common import InstructionRecord, Problems, iter_json_records, require_str, seeded_choice
+from megapmc.sft.sources.common import InstructionRecord, Problems, iter_instruction_items, seeded_choice
 
 DEFAULT_POOL = "__all__"
 
@@ -98,14 +98,7 @@ def load_conversations(path: str | Path, pools: InstructionPools | None, problem
     ``id`` is the item's own ``id`` when it has one, else ``<file stem>-<index>``.
     """
     path = Path(path)
-    for index, (line, item) in enumerate(iter_json_records(path, source, problems)):
-        try:
-            instruction = require_str(item, "instruction")
-            input_text = require_str(item, "input", allow_empty=True) if "input" in item else ""
-            output = require_str(item, "output")
-        except ValueError as e:
-            problems.report(source, path, line, str(e))
-            continue
+    for index, item, instruction, input_text, output in iter_instruction_items(path, source, problems):
         record_id = str(item.get("id", f"{path.stem}-{index}"))
         pool = pools.pool_for(instruction.strip()) if pools is not None else None
         if pool is not None:

@@ -10,21 +10,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from megapmc.sft.sources.common import InstructionRecord, Problems, iter_json_records, require_str
+from megapmc.sft.sources.common import InstructionRecord, Problems, iter_instruction_items
 
 
 def load_medc_i(path: str | Path, problems: Problems, stats: Counter | None = None,
                 source: str = "medc_i") -> Iterator[InstructionRecord]:
     stats = Counter() if stats is None else stats
     path = Path(path)
-    for index, (line, item) in enumerate(iter_json_records(path, source, problems)):
-        try:
-            instruction = require_str(item, "instruction")
-            input_text = require_str(item, "input", allow_empty=True) if "input" in item else ""
-            output = require_str(item, "output")
-        except ValueError as e:
-            problems.report(source, path, line, str(e))
-            continue
+    for index, item, instruction, input_text, output in iter_instruction_items(path, source, problems):
         published = item.get("source")
         published = published if isinstance(published, str) and published else "unknown"
         stats[f"published:{published}"] += 1
