@@ -207,7 +207,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100_000_000, help="samples for the index-building rows")
     p.add_argument("--tokens-per-source", type=int, default=20_000_000, help="synthetic shard size for the loader")
     p.add_argument("--skip-preprocess", action="store_true")
-    p.add_argument("--preprocess-copies", type=int, default=20)
+    p.add_argument("--preprocess-copies", type=int, default=100)
     p.add_argument("--json", action="store_true")
     p.add_argument("--work-dir", help="where the synthetic shards go (default a temporary directory)")
     args = p.parse_args()

@@ -8,7 +8,7 @@ machine's load changes from second to second. Tokens per CPU-second (user + syst
 and its workers) are reported too: on a loaded machine they measure the tool's own overhead, which
 wall-clock time cannot separate from the neighbours' load.
 
-    python benchmarks/bench_preprocess.py [--tokenizer-model tokenizer.model] [--copies 20] [--repeats 3]
+    python benchmarks/bench_preprocess.py [--tokenizer-model tokenizer.model] [--copies 100] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def bench_preprocess_rows(tokenizer_model: str | None = None, copies: int = 20, repeats: int = 3,
+def bench_preprocess_rows(tokenizer_model: str | None = None, copies: int = 100, repeats: int = 3,
                           workers: tuple[int, ...] = (1, 2)) -> list[dict]:
     """Rows ``{"benchmark", "setting", "tokens_per_s", "seconds", "vs_raw", "tokens_per_cpu_s", "cpu_vs_raw"}``.
 
@@ -104,7 +104,8 @@ def format_rows(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokenizer-model", help="default: a SentencePiece BPE (vocab 2000) trained on the samples")
-    p.add_argument("--copies", type=int, default=20, help="copies of the sample corpus to tokenize")
+    p.add_argument("--copies", type=int, default=100,
+                   help="copies of the sample corpus to tokenize (100: ~5M tokens, so pool start-up is amortised as on real data)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = p.parse_args()
