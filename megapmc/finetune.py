@@ -30,7 +30,8 @@ def add_sft_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="a prompt cut to fit the row keeps at least this many tokens (BOS + its end)")
     g.add_argument("--valid-fraction", type=float, default=0.0,
                    help="fraction of the samples held out for the validation loss")
-    g.add_argument("--num-workers", type=int, default=2, help="data-loader worker processes per rank")
+    g.add_argument("--num-workers", type=int, default=0,
+                   help="data-loader worker processes per rank (0: rows are mmap slices, cheaper in-process)")
     return parser
 
 
