@@ -46,7 +46,7 @@ def build_steps(run: Path, quick: bool) -> list[Step]:
              "--output", str(corpus / "papers.jsonl")],
             [PY, "-c", "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])",
              f"{SAMPLES}/pretrain/general.jsonl", str(corpus / "general.jsonl")],
-        ]),
+        ], outputs=[corpus]),
         Step("tokenizer", "train a LLaMA-style SentencePiece tokenizer on the corpus", [
             [PY, "tools/train_tokenizer.py", "--input", *(str(corpus / f"{s}.jsonl") for s in prefixes),
              "--vocab-size", "512", "--output-prefix", str(run / "tokenizer")],
@@ -56,7 +56,7 @@ def build_steps(run: Path, quick: bool) -> list[Step]:
              "--output-prefix", str(data / s), "--tokenizer-model", str(tokenizer), "--append-eod",
              "--workers", "2"]
             for s in prefixes
-        ]),
+        ], outputs=[data]),
         Step("data_plan", "data plan of the 15:4:1 blend", [
             [PY, "tools/data_plan.py", "--data-path", *blend, "--split", "80,20,0", "--seq-length", "128",
              "--global-batch-size", "16", "--train-iters", str(pretrain_iters)],
@@ -67,30 +67,31 @@ def build_steps(run: Path, quick: bool) -> list[Step]:
             "OUT": str(run / "pretrain"), "TRAIN_ITERS": str(pretrain_iters), "TOKENIZER_MODEL": str(tokenizer),
             "BOOKS_PREFIX": str(prefixes["books"]), "PAPERS_PREFIX": str(prefixes["papers"]),
             "GENERAL_PREFIX": str(prefixes["general"]),
-        }),
+        }, outputs=[run / "pretrain"]),
         Step("instruction_tuning", "MedC-I: build instruction data, instruction-tune (TP=2, response-only loss)", [
             ["bash", "examples/finetune_tiny_cpu.sh"],
             [PY, "tools/plot_run.py", str(run / "sft" / "checkpoints"), "--output", str(run / "sft_run.png")],
         ], env={
             "RUN_DIR": str(run / "sft"), "PRETRAINED_CKPT": str(run / "pretrain" / "checkpoints"),
             "TOKENIZER_MODEL": str(tokenizer), "TP": "2", "TRAIN_EPOCHS": str(sft_epochs),
-        }),
+        }, outputs=[run / "sft", run / "sft_run.png"]),
         Step("export_hf", "export the instruction-tuned model to Hugging Face (logits verified)", [
+            # The converter refuses an existing --save-dir: a rerun after an interruption starts it afresh.
             [PY, "-c", "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)", str(hf_dir)],
             [PY, "tools/convert_checkpoint.py", "--loader", "megapmc", "--saver", "hf",
              "--load-dir", str(run / "sft" / "checkpoints"), "--save-dir", str(hf_dir),
              "--tokenizer-model", str(tokenizer), "--dtype", "fp32", "--verify"],
-        ]),
+        ], outputs=[hf_dir]),
         Step("evaluate", "PubMedQA, MedMCQA, MedQA-USMLE: log-likelihood and zero-shot generation", [
             [PY, "tools/evaluate.py", "--hf-dir", str(hf_dir), "--tasks", "pubmedqa,medmcqa,medqa",
              "--mode", "loglik", "--output-dir", str(eval_dir / "loglik")],
             [PY, "tools/evaluate.py", "--hf-dir", str(hf_dir), "--tasks", "pubmedqa,medmcqa,medqa",
              "--mode", "generate", "--max-new-tokens", "48", "--output-dir", str(eval_dir / "generate")],
-        ]),
+        ], outputs=[eval_dir]),
         Step("contamination", "13-gram contamination check: training data vs test items", [
             [PY, "tools/check_contamination.py", "--train", str(run / "sft" / "data" / "medc_i.jsonl"),
              *(str(corpus / f"{s}.jsonl") for s in prefixes), "--output-dir", str(run / "contamination")],
-        ]),
+        ], outputs=[run / "contamination"]),
     ]
 
 

@@ -2,14 +2,18 @@
 
 The sample pipeline (examples/run_sample_pipeline.py) is such a chain. A step is skipped when its
 marker ``.steps/NAME.done`` exists and records the same command, so running twice reuses what is
-built and editing a step's command redoes it and the steps after it. Each step's output is shown live
-and kept in ``logs/NAME.log``; the first failing step stops the chain with its log's path.
+built and editing a step's command redoes it and the steps after it. A step redone because its inputs
+changed (or ``force``) first deletes its ``outputs``, so a trainer that resumes from its own
+checkpoints starts afresh; a step that was merely interrupted keeps them and resumes. Each step's
+output is shown live and kept in ``logs/NAME.log``; the first failing step stops the chain with its
+log's path.
 """
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +27,7 @@ class Step:
     title: str
     commands: list[list[str]]
     env: dict[str, str] = field(default_factory=dict)
+    outputs: list[Path] = field(default_factory=list)  # deleted before a redo with changed inputs
 
     def fingerprint(self) -> str:
         return json.dumps({"commands": self.commands, "env": self.env}, sort_keys=True)
@@ -52,14 +57,18 @@ def run_steps(steps: list[Step], run_dir: Path, cwd: Path, force: bool = False) 
     markers, logs = run_dir / ".steps", run_dir / "logs"
     markers.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    redo = force
+    upstream_ran = False
     for i, step in enumerate(steps, 1):
         marker = markers / f"{step.name}.done"
         header = f"[{i}/{len(steps)}] {step.title}"
-        if not redo and marker.is_file() and marker.read_text() == step.fingerprint():
+        done_before = marker.read_text() if marker.is_file() else None
+        if not (force or upstream_ran) and done_before == step.fingerprint():
             print(f"{header}: done before, reusing ({marker})", flush=True)
             continue
-        redo = True  # everything after a redone step is redone too: its inputs changed
+        if force or upstream_ran or done_before is not None:  # inputs changed: start afresh
+            for path in step.outputs:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        upstream_ran = True  # everything after a step that ran is redone too: its inputs changed
         marker.unlink(missing_ok=True)
         print(f"\n{header}", flush=True)
         start = time.time()

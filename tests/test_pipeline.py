@@ -42,3 +42,21 @@ def test_failure_names_step_and_log_and_stops(tmp_path):
     assert not out.exists()
     assert "boom" in (tmp_path / "run" / "logs" / "bad.log").read_text()
     assert not (tmp_path / "run" / ".steps" / "bad.done").exists()
+
+
+def test_changed_inputs_clear_outputs_but_an_interrupted_step_resumes(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    # "Training" resumes from what it finds in ckpt/, as the trainers do.
+    train = _py(f"import os; os.makedirs({str(ckpt)!r}, exist_ok=True); "
+                f"open(os.path.join({str(ckpt)!r}, 'log'), 'a').write('step;')")
+    data = Step("data", "data", [_py("pass")])
+    run_dir = tmp_path / "run"
+    run_steps([data], run_dir, cwd=tmp_path)
+    ckpt.mkdir()
+    (ckpt / "log").write_text("interrupted;")  # a previous run died in "train", before its marker
+    run_steps([data, Step("train", "train", [train], outputs=[ckpt])], run_dir, cwd=tmp_path)
+    assert (ckpt / "log").read_text() == "interrupted;step;"  # resumed, nothing deleted
+
+    data2 = Step("data", "data", [_py("print('new data')")])
+    run_steps([data2, Step("train", "train", [train], outputs=[ckpt])], run_dir, cwd=tmp_path)
+    assert (ckpt / "log").read_text() == "step;"  # inputs changed: old checkpoints gone
