@@ -25,6 +25,7 @@ def parse_args(argv=None):
     p.add_argument("--min-short-words", type=int, default=8,
                    help="fields shorter than --ngram but this long are matched whole (0: skip them)")
     p.add_argument("--text-key", help="read only this field of each record (default: every string in it)")
+    p.add_argument("--workers", type=int, default=1, help="processes scanning the training text")
     return p.parse_args(argv)
 
 
@@ -36,7 +37,7 @@ def main(argv=None):
             loaded = get_task(name).load(args.data_dir, "test")
             items[name] = loaded.items
         report = check_contamination(items, args.train, n=args.ngram, text_key=args.text_key,
-                                     min_short_words=args.min_short_words)
+                                     min_short_words=args.min_short_words, workers=args.workers)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     write_contamination(report, args.output_dir)

@@ -7,19 +7,19 @@ its abstract, each field separately so no n-gram straddles two fields. A field s
 words but at least ``min_short_words`` long is matched as a whole (MedMCQA questions are often short);
 shorter ones cannot be checked and are counted as such.
 
-The training side is streamed line by line from JSON-lines files (``.jsonl``, ``.jsonl.gz``,
+The training side is streamed in chunks of lines from JSON-lines files (``.jsonl``, ``.jsonl.gz``,
 ``.jsonl.zst``): the text of a record is the field ``text_key`` if given, else every string inside it
-(instruction records, conversations). Memory holds the test side and one chunk of training text
-(``CHUNK_CHARS``); hashing and lookups are vectorised (about 0.7 M words/s on one busy CPU core).
+(instruction records, conversations). Memory holds the test side and a few chunks of training text
+(``CHUNK_CHARS`` each); hashing and lookups are vectorised (about 0.7 M words/s on one busy CPU core),
+and chunks are spread over ``workers`` processes.
 
 An item is *contaminated* when at least one of its n-grams occurs in the training text; the report
 also gives the share of the item's n-grams found (1.0: the whole question is in the training data).
 """
 from __future__ import annotations
 
-import gzip
-import io
 import json
+import multiprocessing as mp
 import os
 import re
 import unicodedata
@@ -31,6 +31,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from megapmc.data.jsonl import open_binary
 from megapmc.evaluation.tasks import MultipleChoiceItem
 
 
@@ -116,21 +117,21 @@ class NgramIndex:
                     self.index[key].append(overlap)
         self._keys = np.array(sorted(self.index), dtype=np.uint64)
 
-    def scan(self, records: list[tuple[str, str]]) -> int:
-        """Record the test n-grams found in a chunk of ``(text, source)`` records; return how many
-        (item, n-gram) pairs were new. No window spans two records."""
+    def find(self, records: list[tuple[str, str]]) -> list[tuple[int, str, str]]:
+        """The test n-grams in a chunk of ``(text, source)`` records, in text order, as
+        ``(key, source, ngram text)``; no window spans two records. Pure: runs in worker processes."""
         if not len(self._keys):
-            return 0
+            return []
         words: list[str] = []
         starts = []
         for text, _ in records:
             starts.append(len(words))
             words.extend(normalise_words(text))
         if not words:
-            return 0
+            return []
         ids = word_ids(words)
         record_of = np.repeat(np.arange(len(records)), np.diff(np.append(starts, len(words))))  # [words]
-        found = 0
+        hits = []
         for length in sorted(self.lengths):
             keys = ngram_keys(ids, length)
             if not len(keys):
@@ -138,25 +139,25 @@ class NgramIndex:
             inside = record_of[:len(keys)] == record_of[length - 1:]  # window within one record
             slot = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
             for pos in np.flatnonzero(inside & (self._keys[slot] == keys)).tolist():
-                key = int(keys[pos])
-                for overlap in self.index[key]:
-                    if key not in overlap.matched:
-                        found += 1
-                        overlap.matched.add(key)
-                        if overlap.first_match is None:
-                            overlap.first_match = {"source": records[record_of[pos]][1],
-                                                   "ngram": " ".join(words[pos:pos + length])}
+                hits.append((pos, int(keys[pos]), records[record_of[pos]][1], " ".join(words[pos:pos + length])))
+        hits.sort(key=lambda h: h[0])  # text order, so "first match" means first in the training data
+        return [h[1:] for h in hits]
+
+    def record(self, hits: list[tuple[int, str, str]]) -> int:
+        """Mark ``find``'s hits on the items; return how many (item, n-gram) pairs were new."""
+        found = 0
+        for key, source, ngram in hits:
+            for overlap in self.index[key]:
+                if key not in overlap.matched:
+                    found += 1
+                    overlap.matched.add(key)
+                    if overlap.first_match is None:
+                        overlap.first_match = {"source": source, "ngram": ngram}
         return found
 
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    if path.suffix == ".zst":
-        import zstandard
-
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8")
-    return open(path, encoding="utf-8")
+    def scan(self, records: list[tuple[str, str]]) -> int:
+        """``find`` then ``record`` in this process."""
+        return self.record(self.find(records))
 
 
 def _strings(value) -> Iterator[str]:
@@ -170,27 +171,38 @@ def _strings(value) -> Iterator[str]:
             yield from _strings(v)
 
 
-def iter_training_text(paths: Iterable[str | Path], text_key: str | None = None,
-                       show_progress: bool = True) -> Iterator[tuple[str, str]]:
-    """Yield ``(text, "path:line")`` for every record of the JSON-lines files. A line that is not
-    JSON, or lacks ``text_key``, raises with its location: a silently skipped line could hide a leak."""
+def _record_text(line: bytes, where: str, text_key: str | None) -> str | None:
+    """The text of one JSON line (``None`` for a blank line). A line that is not JSON, or lacks
+    ``text_key``, raises with its location: a silently skipped line could hide a leak."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e.msg}); contamination needs JSON lines") from None
+    if text_key is not None:
+        if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
+            raise ValueError(f"{where}: no string field {text_key!r}; pass the right --text-key")
+        return record[text_key]
+    return "\n".join(_strings(record))
+
+
+def iter_line_chunks(paths: Iterable[str | Path], show_progress: bool = True
+                     ) -> Iterator[tuple[str, int, list[bytes]]]:
+    """``(path, first line number, raw lines)`` chunks of about ``CHUNK_CHARS`` bytes, in file order."""
     for path in map(Path, paths):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: training file not found")
-        with _open_text(path) as f:
+        with open_binary(path) as f:
+            chunk, size, first = [], 0, 1
             for lineno, line in enumerate(tqdm(f, desc=path.name, unit=" lines", disable=not show_progress), 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); contamination needs JSON lines") from None
-                if text_key is not None:
-                    if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
-                        raise ValueError(f"{path}:{lineno}: no string field {text_key!r}; pass the right --text-key")
-                    yield record[text_key], f"{path}:{lineno}"
-                else:
-                    yield "\n".join(_strings(record)), f"{path}:{lineno}"
+                chunk.append(line)
+                size += len(line)
+                if size >= CHUNK_CHARS:
+                    yield str(path), first, chunk
+                    chunk, size, first = [], 0, lineno + 1
+            if chunk:
+                yield str(path), first, chunk
 
 
 @dataclass
@@ -214,18 +226,43 @@ class ContaminationReport:
         return "\n".join(lines) + "\n"
 
 
+_worker_state: tuple[NgramIndex, str | None] | None = None  # set in each forked worker
+
+
+def _find_in_chunk(chunk: tuple[str, int, list[bytes]]) -> list[tuple[int, str, str]]:
+    index, text_key = _worker_state
+    path, first, lines = chunk
+    records = []
+    for lineno, line in enumerate(lines, first):
+        where = f"{path}:{lineno}"
+        text = _record_text(line, where, text_key)
+        if text is not None:
+            records.append((text, where))
+    return index.find(records)
+
+
 def check_contamination(items_by_task: dict[str, list[MultipleChoiceItem]], train_paths: list[str | Path],
                         n: int = 13, text_key: str | None = None, min_short_words: int = 8,
-                        show_progress: bool = True) -> ContaminationReport:
+                        show_progress: bool = True, workers: int = 1) -> ContaminationReport:
+    """Scan ``train_paths`` for the test items' n-grams on ``workers`` processes; the report is the same
+    for any number of workers (chunks are merged in file order)."""
+    global _worker_state
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     index = NgramIndex(items_by_task, n=n, min_short_words=min_short_words)
-    chunk, chunk_chars = [], 0
-    for text, source in iter_training_text(train_paths, text_key, show_progress):
-        chunk.append((text, source))
-        chunk_chars += len(text)
-        if chunk_chars >= CHUNK_CHARS:
-            index.scan(chunk)
-            chunk, chunk_chars = [], 0
-    index.scan(chunk)
+    chunks = iter_line_chunks(train_paths, show_progress)
+    _worker_state = (index, text_key)
+    try:
+        if workers == 1:
+            for chunk in chunks:
+                index.record(_find_in_chunk(chunk))
+        else:
+            # fork: workers inherit the index and Python's string-hash seed, which word ids rely on.
+            with mp.get_context("fork").Pool(workers) as pool:
+                for hits in pool.imap(_find_in_chunk, chunks):
+                    index.record(hits)
+    finally:
+        _worker_state = None
     per_task = {}
     for task, overlaps in index.items.items():
         hit = [o for o in overlaps if o.matched]

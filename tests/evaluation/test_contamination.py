@@ -109,3 +109,26 @@ def test_no_window_spans_two_records(test_items, tmp_path):
     joined = [{"text": " ".join(words)}]
     whole = check_contamination(test_items, [_jsonl(tmp_path / "whole.jsonl", joined)], show_progress=False)
     assert whole.per_task["medqa"]["contaminated"] == 1
+
+
+def test_workers_give_the_same_report_and_zstd_frames_are_all_read(test_items, tmp_path, monkeypatch):
+    import zstandard
+
+    from megapmc.evaluation import contamination
+
+    monkeypatch.setattr(contamination, "CHUNK_CHARS", 2000)  # many chunks, so the workers share them
+    questions = [item.question for item in test_items["medqa"]]
+    records = [{"text": s} for s in medical_sentences(600, seed=4)]
+    records[90] = {"text": "Seen before: " + questions[1]}
+    records[91] = {"text": questions[1]}  # the same item again: the first match must stay line 91
+    records[540] = {"text": questions[3]}
+    half = len(records) // 2
+    path = tmp_path / "train.jsonl.zst"
+    with open(path, "wb") as f:  # two zstd frames, as `cat a.zst b.zst` makes
+        for part in (records[:half], records[half:]):
+            f.write(zstandard.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in part).encode()))
+    one = check_contamination(test_items, [path], show_progress=False)
+    two = check_contamination(test_items, [path], show_progress=False, workers=2)
+    assert one.to_json() == two.to_json()
+    hits = {i["id"]: i["source"] for i in one.per_task["medqa"]["items"]}
+    assert hits == {test_items["medqa"][1].id: f"{path}:91", test_items["medqa"][3].id: f"{path}:541"}
