@@ -223,7 +223,8 @@ class MegapmcBackend(CausalLMBackend):
 
     Under torchrun every TP rank holds its slice of the weights; ``gather_logits`` all-gathers the
     vocabulary (padding trimmed), so every rank computes the same scores and greedy tokens and only
-    rank 0 needs to write. Generation reruns the whole sequence each step (the model has no KV cache).
+    rank 0 needs to write. Generation prefills each batch of left-padded prompts once and then runs one
+    token per row per step over a KV cache (``megapmc.model.inference``), each rank caching its KV heads.
     """
 
     @classmethod
@@ -262,3 +263,43 @@ class MegapmcBackend(CausalLMBackend):
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.gather_logits(self.model(input_ids))  # [b, s, V/tp] -> [b, s, vocab]
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding with a KV cache: rows are left-padded (the padding masked out, positions
+        counting real tokens only) and prefilled in one forward, then every step feeds one token per row.
+        Stops a row at EOS; returns the new tokens (EOS excluded). ``CausalLMBackend.generate`` is the
+        uncached reference it must equal."""
+        from megapmc.model.inference import InferenceCache, left_padded_positions
+
+        check_generation_budget(max_new_tokens, self.max_length)
+        eos = self.tokenizer.eos_id
+        outputs: list[list[int]] = []
+        batches = [prompts[i:i + self.batch_size] for i in range(0, len(prompts), self.batch_size)]
+        for batch in tqdm(batches, desc="generate", disable=not self.show_progress, leave=False):
+            rows = [list(p)[-(self.max_length - max_new_tokens):] for p in batch]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([[eos] * (width - len(r)) + r for r in rows], device=self.device)  # [b, s]
+            real = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows], device=self.device)
+            positions = left_padded_positions(real)  # [b, s]
+            cache = InferenceCache.allocate(self.model, len(rows), width + max_new_tokens)
+            logits = self.model(ids, position_ids=positions, inference_cache=cache, padding_mask=real)
+            positions = positions[:, -1:]  # [b, 1]
+            new: list[list[int]] = [[] for _ in rows]
+            done = [False] * len(rows)
+            for step in range(max_new_tokens):
+                # Only the last position is needed: slice before gathering the vocabulary.
+                next_ids = self.model.gather_logits(logits[:, -1:]).argmax(-1)  # [b, 1]
+                for j, tok in enumerate(next_ids[:, 0].tolist()):
+                    if done[j]:
+                        continue
+                    if tok == eos:
+                        done[j] = True
+                    else:
+                        new[j].append(tok)
+                if all(done) or step == max_new_tokens - 1:
+                    break
+                positions = positions + 1
+                logits = self.model(next_ids, position_ids=positions, inference_cache=cache)  # [b, 1, V/tp]
+            outputs.extend(new)
+        return outputs

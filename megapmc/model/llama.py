@@ -15,6 +15,7 @@ from torch import nn
 
 from megapmc.kernels import KernelConfig, Kernels, select_kernels
 from megapmc.model.config import LlamaConfig
+from megapmc.model.inference import InferenceCache, cached_attention
 from megapmc.model.recompute import RecomputeConfig, checkpoint, layer_chunks
 from megapmc.model.rotary import RotaryEmbedding
 from megapmc.parallel.cross_entropy import vocab_parallel_cross_entropy
@@ -115,6 +116,16 @@ class LlamaAttention(nn.Module):
             out = self.core_attention(q, k, v, mask)  # [s, b, nq/tp · d]
         return self.o_proj(out)  # [s, b, h] (or [s/tp, b, h] with sequence parallelism)
 
+    def decode(self, x, cos, sin, mask, cache: InferenceCache, layer: int):
+        """``forward`` for new tokens only: their k/v join ``cache`` and they attend over all of it."""
+        qkv = self.qkv_proj(x)  # [s, b, (nq + 2·nkv)/tp · d]
+        s, b = qkv.shape[:2]
+        qkv = qkv.view(s, b, self.num_local_heads + 2 * self.num_local_kv_heads, self.head_dim)
+        q, k, v = qkv.split([self.num_local_heads, self.num_local_kv_heads, self.num_local_kv_heads], dim=2)
+        q, k = self.rope(q, k, cos, sin)  # [s, b, nq/tp, d], [s, b, nkv/tp, d]
+        k, v = cache.update(layer, k, v)  # [b, nkv/tp, L + s, d]
+        return self.o_proj(cached_attention(q, k, v, mask))  # [s, b, nq/tp · d] -> [s, b, h]
+
 
 class LlamaMLP(nn.Module):
     """SwiGLU feed-forward: ``gate_up_proj`` column-parallel (rows ``[gate_local; up_local]``),
@@ -154,6 +165,10 @@ class LlamaDecoderLayer(nn.Module):
         h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
         return h + self.mlp(self.post_attention_layernorm(h))
 
+    def decode(self, x, cos, sin, mask, cache: InferenceCache, layer: int):
+        h = x + self.self_attn.decode(self.input_layernorm(x), cos, sin, mask, cache, layer)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
 
 class LlamaModel(nn.Module):
     """LLaMA on tensor-parallel layers; one instance per TP rank.
@@ -162,6 +177,8 @@ class LlamaModel(nn.Module):
     vocab-parallel logits ``[b, s, V/tp]`` (padded vocabulary columns are ``-inf``), or with ``labels`` the
     per-token fp32 loss ``[b, s]`` (vocab-parallel cross-entropy, never gathering the vocabulary).
     ``segment_ids`` keep attention inside each packed sample; pass ``position_ids`` restarting per sample.
+    With an ``inference_cache`` (``megapmc.model.inference``) only the new tokens run, attending over the
+    cached ones too (incremental decoding; see ``decode``).
     """
 
     def __init__(self, config: LlamaConfig, parallel: ParallelState | None = None,
@@ -233,7 +250,13 @@ class LlamaModel(nn.Module):
         return logits
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                segment_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+                segment_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                inference_cache: InferenceCache | None = None,
+                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if inference_cache is not None:
+            if segment_ids is not None or labels is not None:
+                raise ValueError("decoding with an inference cache takes neither segment_ids nor labels")
+            return self.decode(input_ids, inference_cache, position_ids, padding_mask)
         b, s = input_ids.shape
         if self.sequence_parallel and s % self.parallel.tp_size:
             raise ValueError(f"--sequence-parallel splits the sequence over {self.parallel.tp_size} TP ranks: "
@@ -253,6 +276,32 @@ class LlamaModel(nn.Module):
         else:
             loss = vocab_parallel_cross_entropy(logits, target, self.vocab_start, self.parallel.tp_group)
         return loss.t().contiguous()  # [s, b] -> [b, s] (b·s floats: cheap, and callers may .view it)
+
+    @torch.no_grad()
+    def decode(self, input_ids: torch.Tensor, cache: InferenceCache, position_ids: torch.Tensor | None = None,
+               padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Vocab-parallel logits ``[b, s, V/tp]`` of ``input_ids [b, s]``, the tokens that follow the
+        ``cache.length`` already in ``cache`` (which this call extends). ``position_ids`` default to
+        ``cache.length + 0..s-1``; ``padding_mask [b, s]`` (True for real tokens) marks left padding."""
+        if self.sequence_parallel:
+            raise ValueError("--sequence-parallel is a training feature: build the model for decoding "
+                             "without it (TransformerOptions(sequence_parallel=False))")
+        if self.options.recompute_granularity is not None:
+            raise ValueError(f"--recompute-granularity {self.options.recompute_granularity} is a training "
+                             f"feature: build the model for decoding without it")
+        b, s = input_ids.shape
+        if b != cache.batch_size:
+            raise ValueError(f"input_ids has {b} rows but the inference cache was allocated for {cache.batch_size}")
+        if position_ids is None:
+            position_ids = torch.arange(cache.length, cache.length + s, device=input_ids.device).expand(b, s)
+        x = self.embed_tokens(input_ids.t())  # [b, s] -> [s, b] -> [s, b, h]
+        cos, sin = self.rotary(position_ids, s, x.device, x.dtype)  # [s, b, 1, d]
+        mask = cache.prepare(padding_mask, s)  # [b, 1, s, L + s]
+        for i, layer in enumerate(self.layers):
+            x = layer.decode(x, cos, sin, mask, cache, i)
+        cache.advance(s)
+        logits = self._mask_padded_vocab(self.lm_head(self.norm(x)))  # [s, b, V/tp]
+        return logits.transpose(0, 1).contiguous()  # [b, s, V/tp]
 
     def gather_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits ``[b, s, vocab_size]`` (padding trimmed) from this rank's

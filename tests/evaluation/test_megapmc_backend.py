@@ -1,4 +1,5 @@
-"""The megapmc backend at TP=2 (gloo) gives the same choices as the HF backend on the exported model."""
+"""The megapmc backend at TP=2 (gloo) gives the same choices as the HF backend on the exported model, and
+its KV-cached greedy generation the tokens of the uncached reference and of transformers' ``generate``."""
 import json
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from megapmc.checkpoint.model_io import save_model_shards
 from megapmc.convert import export_to_hf, reshard
-from megapmc.evaluation.backends import HFBackend, MegapmcBackend, load_tokenizer
+from megapmc.evaluation.backends import CausalLMBackend, HFBackend, MegapmcBackend, load_tokenizer
 from megapmc.evaluation.fewshot import FewShotSampler
 from megapmc.evaluation.scoring import score_generate, score_loglik
 from megapmc.evaluation.tasks import TASKS
@@ -71,7 +72,7 @@ def test_tp2_matches_hf_export(tp2_checkpoint, sample_dir, spm_model, tmp_path):
         assert got["chosen"] == want["chosen"]
         for a, b in zip(got["lls"], want["lls"]):
             assert a == pytest.approx(b, abs=1e-3)
-        assert got["generation"] == want["generation"]  # greedy, recomputed vs transformers' KV cache
+        assert got["generation"] == want["generation"]  # greedy: megapmc's KV cache at TP=2 vs transformers'
 
 
 def test_checkpoint_tokenizer_and_reshard_to_one(tp2_checkpoint, sample_dir):
@@ -85,3 +86,18 @@ def test_checkpoint_tokenizer_and_reshard_to_one(tp2_checkpoint, sample_dir):
     a = score_loglik(single, task, items, FewShotSampler([], 0))
     b = score_loglik(hf, task, items, FewShotSampler([], 0))
     assert [r.chosen for r in a] == [r.chosen for r in b]
+
+
+def test_cached_generation_matches_uncached_and_hf(tp2_checkpoint):
+    """Prompts of different lengths in one batch (left padding) and a batch split unevenly."""
+    ckpt, hf_dir = tp2_checkpoint
+    megapmc = MegapmcBackend.from_checkpoint(ckpt, batch_size=3, device=torch.device("cpu"), show_progress=False)
+    hf = HFBackend.from_pretrained(hf_dir, batch_size=3, device=torch.device("cpu"), tokenizer=megapmc.tokenizer,
+                                   show_progress=False)
+    g = torch.Generator().manual_seed(5)
+    bos = megapmc.tokenizer.bos_id
+    prompts = [[bos] + torch.randint(3, 512, (n,), generator=g).tolist() for n in (7, 2, 15, 11, 4)]
+    cached = megapmc.generate(prompts, 12)
+    assert sum(len(t) for t in cached) > 2 * len(prompts)  # the comparison covers many decode steps
+    assert cached == CausalLMBackend.generate(megapmc, prompts, 12)  # the uncached reference
+    assert cached == hf.generate(prompts, 12)
