@@ -38,17 +38,8 @@ MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-32}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( TP > 1 ? 1 : 2 ))}
 mkdir -p "$RUN_DIR/data"
 
-if [[ -n "${PRETRAINED_CKPT:-}" && -z "${TOKENIZER_MODEL:-}" ]]; then
-    echo "finetune_task_specific.sh: PRETRAINED_CKPT needs TOKENIZER_MODEL, the tokenizer it was trained with" >&2
-    exit 2
-fi
-if [[ -z "${TOKENIZER_MODEL:-}" ]]; then
-    TOKENIZER_MODEL=$RUN_DIR/tokenizer.model
-    if [[ ! -f "$TOKENIZER_MODEL" ]]; then
-        python tools/train_tokenizer.py --input megapmc/sample_data/pretrain/{books,papers,general}.jsonl \
-            --json-key text --vocab-size 1000 --output-prefix "$RUN_DIR/tokenizer"
-    fi
-fi
+source examples/cpu_common.sh  # cwd is the repository root (cd above)
+sample_tokenizer finetune_task_specific.sh "$RUN_DIR" 1000
 
 # 1. The three training splits, test PMIDs of PubMedQA left out (ori_pqal.json holds both).
 BUILD=(--output "$RUN_DIR/data/task_specific.jsonl"

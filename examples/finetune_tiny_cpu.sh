@@ -24,17 +24,8 @@ mkdir -p "$RUN_DIR/data"
 # One thread per rank: TP ranks share two cores, and oversubscribed gloo ranks run ~10x slower.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( TP > 1 ? 1 : 2 ))}
 
-if [[ -n "${PRETRAINED_CKPT:-}" && -z "${TOKENIZER_MODEL:-}" ]]; then
-    echo "finetune_tiny_cpu.sh: PRETRAINED_CKPT needs TOKENIZER_MODEL, the tokenizer the checkpoint was trained with" >&2
-    exit 2
-fi
-if [[ -z "${TOKENIZER_MODEL:-}" ]]; then
-    TOKENIZER_MODEL=$RUN_DIR/tokenizer.model
-    if [[ ! -f "$TOKENIZER_MODEL" ]]; then
-        python tools/train_tokenizer.py --input megapmc/sample_data/pretrain/{books,papers,general}.jsonl \
-            --json-key text --vocab-size 1000 --output-prefix "$RUN_DIR/tokenizer"
-    fi
-fi
+source examples/cpu_common.sh  # cwd is the repository root (cd above)
+sample_tokenizer finetune_tiny_cpu.sh "$RUN_DIR" 1000
 
 python tools/build_instruction_data.py --output "$RUN_DIR/data/medc_i.jsonl" \
     --conversations "$SAMPLE/conversations.json" --instruction-pool "$SAMPLE/instruction_pool.json" \

@@ -18,13 +18,8 @@ TRAIN_ITERS=${TRAIN_ITERS:-150}
 SAMPLES=megapmc/sample_data/pretrain
 mkdir -p "$OUT/data"
 
-if [[ -z "${TOKENIZER_MODEL:-}" ]]; then
-    TOKENIZER_MODEL=$OUT/tokenizer.model
-    if [[ ! -f "$TOKENIZER_MODEL" ]]; then
-        python tools/train_tokenizer.py --input "$SAMPLES/books.jsonl" "$SAMPLES/papers.jsonl" \
-            "$SAMPLES/general.jsonl" --vocab-size 512 --output-prefix "$OUT/tokenizer"
-    fi
-fi
+source examples/cpu_common.sh  # cwd is the repository root (cd above)
+sample_tokenizer pretrain_tiny_cpu.sh "$OUT" 512
 for source in books papers general; do
     var=${source^^}_PREFIX
     if [[ -z "${!var:-}" ]]; then
