@@ -35,6 +35,8 @@ setup(
         "tqdm>=4.60",
         "pyyaml>=6",
         "zstandard>=0.21",
+        # MinHash LSH near-duplicate removal of the cleaned books (megapmc/data/medc_k/near_dedup.py).
+        "datasketch>=1.6",
         "tensorboard>=2.14",
         "matplotlib>=3.7",
     ],
