@@ -2,6 +2,12 @@
 # PMC-LLaMA stage 1, knowledge injection: LLaMA-13B continued on medical books : papers : general text
 # mixed 15:4:1 in every global batch; seq 2048, global batch 3200, lr 2e-5, 5 epochs of the books,
 # bf16, activation checkpointing, flash attention; 4 nodes x 8 A100-80GB.
+# Where every setting comes from is said beside it in ARGS below, and in docs/paper_fidelity.md:
+#   [paper]    PMC-LLaMA (Wu et al., arXiv 2304.14454 / JAMIA 2024), knowledge-injection setup;
+#   [release]  the only released pretraining script, chaoyi-wu/PMC-LLaMA Pretrain/training.sh (HF Trainer,
+#              FSDP, 8 GPUs; PMC-LLaMA-7B on papers) with training.py and Paper_dataset.py; the paper is
+#              silent on the optimizer beyond AdamW and lr, so its AdamW settings come from there;
+#   [megapmc]  our choice where neither says anything, with the reason.
 #
 # Layout: TP=2 x DP=16, sequence parallel, distributed optimizer, selective recompute, micro-batch 2:
 # what megapmc.model.memory picks (`DRY_RUN=1 bash examples/pretrain_pmc_13b.sh` prints it): 62 GiB per
@@ -11,7 +17,11 @@
 # stores no s x s scores, so selective recompute costs almost nothing. Override with TP=..., MBS=....
 #
 # Environment (the run stops with a message naming what is missing):
-#   BOOKS_PREFIX, PAPERS_PREFIX, GENERAL_PREFIX  indexed datasets (tools/preprocess_data.py output, no .bin/.idx)
+#   BOOKS_PREFIX, PAPERS_PREFIX, GENERAL_PREFIX  indexed datasets (tools/preprocess_data.py output, no .bin/.idx);
+#                     every document is trained on: an epoch is every book token
+#   optional VALID_PREFIX  held-out documents for validation, not in any of the three above (the release
+#                     held out 10,000 random papers, Paper_dataset.py read_jsonl(eval_num)); e.g. keep one
+#                     S2ORC shard's PMC papers out of PAPERS_PREFIX and tokenise it alone. Unset: no validation.
 #   TOKENIZER_MODEL   LLaMA's tokenizer.model
 #   LLAMA_CKPT        LLaMA-13B converted to megapmc at the same TP (tools/convert_checkpoint.py --loader hf
 #                     --saver megapmc --target-tensor-parallel-size $TP)
@@ -57,6 +67,20 @@ TP=${TP:-2}
 MBS=${MBS:-2}
 TENSORBOARD_DIR=${TENSORBOARD_DIR:-$CHECKPOINT_DIR/tensorboard}
 
+# --data-path: [paper] books : papers : general = 15 : 4 : 1 in every batch (exactly, per global batch).
+# --train-epochs 5 --epoch-source 0: [paper] 5 epochs, an epoch being one pass over the books; no --split,
+#   so every book token is in the epoch and `tools/data_plan.py` with these flags prints the iterations
+#   this run trains (tests/examples/test_pretrain_plan.py checks both).
+# --seq-length 2048, --global-batch-size 3200: [paper] (the release's 7B run used 512 and 4x4x8 = 128).
+# --lr 2e-5: [paper] and [release].
+# AdamW betas 0.9/0.999, eps 1e-8, weight decay 0: [release] (HF Trainer's adamw_torch defaults, its
+#   --weight_decay 0.); megapmc's own defaults (beta2 0.95, Megatron's) would be a departure nobody ran.
+# Warmup 3% then cosine to 0: [release] (--warmup_ratio 0.03 --lr_scheduler_type cosine; HF's cosine ends at 0).
+# --clip-grad 1.0: [release] (HF Trainer's default max_grad_norm).
+# --bf16: [paper] and [release]. --recompute-granularity selective: [paper] uses gradient checkpointing;
+#   [megapmc] selective recompute with flash attention costs almost nothing and fits 80 GB (see Layout).
+# TP/SP/distributed optimizer: [megapmc] Megatron's layout in place of the paper's FSDP (same math).
+# --seed 1234, save/log/eval intervals: [megapmc] (see above for the save interval).
 ARGS=(
     --model llama-13b
     --tokenizer-model "$TOKENIZER_MODEL"
@@ -64,15 +88,19 @@ ARGS=(
     --use-distributed-optimizer --overlap-grad-reduce
     --bf16 --recompute-granularity selective --attention-backend auto
     --seq-length 2048 --micro-batch-size "$MBS" --global-batch-size 3200
-    --data-path 15 "$BOOKS_PREFIX" 4 "$PAPERS_PREFIX" 1 "$GENERAL_PREFIX" --split 969,30,1
+    --data-path 15 "$BOOKS_PREFIX" 4 "$PAPERS_PREFIX" 1 "$GENERAL_PREFIX"
     --train-epochs 5 --epoch-source 0
-    --lr 2e-5 --min-lr 2e-6 --lr-decay-style cosine --lr-warmup-fraction 0.01
-    --weight-decay 0.1 --adam-beta1 0.9 --adam-beta2 0.95 --adam-eps 1e-8 --clip-grad 1.0
+    --lr 2e-5 --min-lr 0 --lr-decay-style cosine --lr-warmup-fraction 0.03
+    --weight-decay 0 --adam-beta1 0.9 --adam-beta2 0.999 --adam-eps 1e-8 --clip-grad 1.0
     --pretrained-checkpoint "$LLAMA_CKPT" --load "$CHECKPOINT_DIR" --save "$CHECKPOINT_DIR"
     --save-interval 50 --keep-last-checkpoints 3
     --log-interval 1 --eval-interval 100 --eval-iters 10 --tensorboard-dir "$TENSORBOARD_DIR"
     --seed 1234
 )
+if [[ -n "${VALID_PREFIX:-}" ]]; then
+    require_data VALID_PREFIX
+    ARGS+=(--valid-data-path "$VALID_PREFIX")
+fi
 [[ -n "${DATA_CACHE_PATH:-}" ]] && ARGS+=(--data-cache-path "$DATA_CACHE_PATH")
 DRY_RUN_ARGS=(--world-size $((NNODES * GPUS_PER_NODE)))
 launch megapmc.pretrain "${ARGS[@]}" "$@"

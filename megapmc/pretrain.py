@@ -18,9 +18,11 @@ from megapmc.training.trainer import TrainData
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from megapmc.data.config import add_held_out_args
+
     g = parser.add_argument_group("pretraining data")
     g.add_argument("--data-path", nargs="+", help="PREFIX, or weighted 'W1 PREFIX1 W2 PREFIX2 ...' (15:4:1)")
-    g.add_argument("--split", default="969,30,1", help="train,valid,test proportions of every source")
+    add_held_out_args(g)  # --split, --valid-data-path, --test-data-path
     g.add_argument("--epoch-source", default=None,
                    help="the source whose passes --train-epochs counts (default: the first)")
     g.add_argument("--data-cache-path", help="where the sample/shuffle/blending indices are cached")
@@ -50,18 +52,25 @@ def data_config(args: argparse.Namespace):
         raise ValueError("--data-path is required: an indexed-dataset prefix (tools/preprocess_data.py), or "
                          "'15 BOOKS 4 PAPERS 1 GENERAL' for the paper's mixture")
     config = DataConfig(
-        data_path=args.data_path, split=args.split, epoch_source=args.epoch_source,
+        data_path=args.data_path, split=args.split, valid_data_path=args.valid_data_path,
+        test_data_path=args.test_data_path, epoch_source=args.epoch_source,
         micro_batch_size=args.micro_batch_size, num_workers=args.num_workers, cache_dir=args.data_cache_path,
         # Validation reads the same eval_iters global batches every time (comparable numbers).
         eval_samples=args.eval_iters * args.global_batch_size if args.global_batch_size else None,
     )
-    for source in config.sources:
-        missing = [p for p in (source.prefix + ".bin", source.prefix + ".idx") if not os.path.isfile(p)]
-        if missing:
-            raise FileNotFoundError(
-                f"--data-path source {source.name!r}: {', '.join(missing)} not found; write it with "
-                f"tools/preprocess_data.py --output-prefix ... (give the prefix, without .bin/.idx)")
+    for flag, sources in (("--data-path", config.sources), ("--valid-data-path", config.valid_sources),
+                          ("--test-data-path", config.test_sources)):
+        for source in sources:
+            _require_shard(flag, source)
     return config
+
+
+def _require_shard(flag: str, source) -> None:
+    missing = [p for p in (source.prefix + ".bin", source.prefix + ".idx") if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(
+            f"{flag} source {source.name!r}: {', '.join(missing)} not found; write it with "
+            f"tools/preprocess_data.py --output-prefix ... (give the prefix, without .bin/.idx)")
 
 
 def pretraining_dataset_provider(config: RunConfig, parallel: ParallelState) -> TrainData:

@@ -173,8 +173,6 @@ def build_pretraining_datasets(data_config: DataConfig, seq_length: Optional[int
     if seq_length is None or seed is None:
         raise ValueError("seq_length and seed must be given, in DataConfig or as arguments")
     sources = data_config.sources
-    names = [s.name for s in sources]
-    weights = [s.weight for s in sources]
     indexed, bounds = open_sources(data_config)
     plan = plan_from_config(data_config, seq_length, global_batch_size, train_samples=train_samples,
                             train_epochs=train_epochs, indexed=indexed)
@@ -185,16 +183,24 @@ def build_pretraining_datasets(data_config: DataConfig, seq_length: Optional[int
     if global_batch_size % mbs:
         raise ValueError(f"DataConfig.micro_batch_size {mbs} does not divide --global-batch-size {global_batch_size}")
 
-    def blend(split: str, num_samples_per_source: list[int], num_samples: int) -> BlendedDataset:
-        i = SPLITS.index(split)
-        datasets = [GPTDataset(ds, s.name, split, b[i], n, seq_length, seed, cache)
-                    for ds, s, b, n in zip(indexed, sources, bounds, num_samples_per_source)]
-        return BlendedDataset(datasets, names, weights, global_batch_size, mbs, num_samples, cache, split)
+    def blend(split: str, blend_sources, shards, ranges, num_samples_per_source: list[int],
+              num_samples: int) -> BlendedDataset:
+        datasets = [GPTDataset(ds, s.name, split, r, n, seq_length, seed, cache)
+                    for ds, s, r, n in zip(shards, blend_sources, ranges, num_samples_per_source)]
+        return BlendedDataset(datasets, [s.name for s in blend_sources], [s.weight for s in blend_sources],
+                              global_batch_size, mbs, num_samples, cache, split)
 
-    train = blend("train", plan.source_samples, plan.train_samples)
+    train = blend("train", sources, indexed, [b[0] for b in bounds], plan.source_samples, plan.train_samples)
     evals = []
     for i, split in enumerate(SPLITS[1:], start=1):
-        tokens = [int(ds.sequence_lengths[b[i][0]:b[i][1]].sum(dtype=np.int64)) for ds, b in zip(indexed, bounds)]
+        held_out = data_config.valid_sources if split == "valid" else data_config.test_sources
+        if held_out:  # separate shards (--valid-data-path / --test-data-path): all their documents
+            eval_sources, eval_indexed = held_out, [IndexedDataset(s.prefix) for s in held_out]
+            ranges = [(0, len(ds)) for ds in eval_indexed]
+        else:
+            eval_sources, eval_indexed, ranges = sources, indexed, [b[i] for b in bounds]
+        eval_weights = [s.weight for s in eval_sources]
+        tokens = [int(ds.sequence_lengths[r[0]:r[1]].sum(dtype=np.int64)) for ds, r in zip(eval_indexed, ranges)]
         per_epoch = [samples_in(t, seq_length) for t in tokens]
         if min(per_epoch) < 1:
             evals.append(None)
@@ -202,10 +208,10 @@ def build_pretraining_datasets(data_config: DataConfig, seq_length: Optional[int
         if data_config.eval_samples is not None:
             n = data_config.eval_samples
         else:  # one pass: as many samples as the blend can draw before any source repeats
-            w = integer_weights(weights)
+            w = integer_weights(eval_weights)
             n = min(p * sum(w) // wk for p, wk in zip(per_epoch, w))
-        eval_plan = make_plan(names, weights, tokens, seq_length, global_batch_size, train_samples=n,
-                              micro_batch_size=mbs)
-        evals.append(blend(split, eval_plan.source_samples, n))
+        eval_plan = make_plan([s.name for s in eval_sources], eval_weights, tokens, seq_length, global_batch_size,
+                              train_samples=n, micro_batch_size=mbs)
+        evals.append(blend(split, eval_sources, eval_indexed, ranges, eval_plan.source_samples, n))
     return train, evals[0], evals[1], plan
 

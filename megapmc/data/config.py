@@ -3,6 +3,11 @@
 ``data_path`` is given Megatron-style: ``["15", "BOOKS", "4", "PAPERS", "1", "GENERAL"]`` (weight, prefix
 pairs; integer or fractional weights), a single prefix, or a materialised blended stream (its manifest
 ``OUT.manifest.json`` or its shard prefix ``OUT``; see :mod:`megapmc.data.materialize`).
+
+Validation and test data come either from ``split`` (documents held out of every training source, so an
+epoch misses them) or from separate shards, ``valid_data_path`` / ``test_data_path`` (Megatron's
+``--valid-data-path`` / ``--test-data-path``, same syntax as ``data_path``); with separate shards the
+training sources are not split, so an epoch is every document of the epoch source.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 MANIFEST_SUFFIX = ".manifest.json"
+DEFAULT_SPLIT = "969,30,1"  # Megatron's default, when no separate validation/test shards are given
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,12 @@ def parse_split(split: str) -> tuple[float, float, float]:
     return tuple(p / total for p in parts)  # type: ignore[return-value]
 
 
+def _as_list(path) -> Optional[list[str]]:
+    if not path:
+        return None
+    return path.split() if isinstance(path, str) else [str(x) for x in path]
+
+
 def manifest_path_for(entry: str) -> Optional[str]:
     """The manifest of a materialised stream named by ``entry`` (the manifest itself or the shard prefix)."""
     if entry.endswith(".json"):
@@ -96,7 +108,10 @@ class DataConfig:
 
     Attributes:
         data_path: Megatron-style ``W1 P1 W2 P2 ...``, one prefix, or a materialised stream.
-        split: train/valid/test proportions of each source's documents.
+        split: train/valid/test proportions of each source's documents; default ``969,30,1``, or ``1``
+            (train on everything) when ``valid_data_path`` / ``test_data_path`` give held-out shards.
+        valid_data_path: held-out validation shards (``W1 P1 ...`` or one prefix), all documents used.
+        test_data_path: held-out test shards, likewise.
         seq_length: tokens per sample are ``seq_length + 1`` (inputs and shifted labels); ``None`` leaves it
             to the caller of ``build_pretraining_datasets`` (the trainer passes the model's).
         seed: seeds the document and sample shuffles; ``None`` leaves it to the caller likewise.
@@ -111,7 +126,9 @@ class DataConfig:
     """
 
     data_path: list[str]
-    split: str = "969,30,1"
+    split: Optional[str] = None
+    valid_data_path: Optional[list[str]] = None
+    test_data_path: Optional[list[str]] = None
     seq_length: Optional[int] = None
     seed: Optional[int] = None
     epoch_source: Optional[str] = None
@@ -120,6 +137,8 @@ class DataConfig:
     num_workers: int = 0
     cache_dir: Optional[str] = None
     sources: list[DataSource] = field(init=False)
+    valid_sources: list[DataSource] = field(init=False)
+    test_sources: list[DataSource] = field(init=False)
     manifest: Optional[str] = field(init=False)
     split_fractions: tuple[float, float, float] = field(init=False)
 
@@ -135,9 +154,23 @@ class DataConfig:
             raise ValueError(f"--num-workers must be >= 0, got {self.num_workers}")
         if self.eval_samples is not None and self.eval_samples < 0:
             raise ValueError(f"--eval-samples must be >= 0, got {self.eval_samples}")
+        held_out = {"valid": _as_list(self.valid_data_path), "test": _as_list(self.test_data_path)}
+        self.valid_data_path, self.test_data_path = held_out["valid"], held_out["test"]
+        if self.split is None:
+            self.split = DEFAULT_SPLIT if not any(held_out.values()) else "1"
         self.split_fractions = parse_split(self.split)
+        for i, (name, path) in enumerate(held_out.items(), start=1):
+            if path and self.split_fractions[i] > 0:
+                raise ValueError(f"--{name}-data-path gives separate {name} shards, but --split {self.split} also "
+                                 f"holds {name} documents out of the training sources; use --split 1 (or leave "
+                                 f"--split out)")
+        self.valid_sources = parse_data_path(held_out["valid"]) if held_out["valid"] else []
+        self.test_sources = parse_data_path(held_out["test"]) if held_out["test"] else []
         self.manifest = manifest_path_for(self.data_path[0]) if len(self.data_path) == 1 else None
         if self.manifest is not None:
+            if self.valid_sources or self.test_sources:
+                raise ValueError("--valid-data-path/--test-data-path go with weighted --data-path shards, not "
+                                 "with a materialised stream (its manifest fixes the whole run)")
             if not os.path.isfile(self.manifest):
                 raise FileNotFoundError(f"--data-path {self.data_path[0]}: manifest {self.manifest} does not exist")
             self.sources = []
@@ -177,7 +210,7 @@ def add_data_args(parser) -> None:
     """The data flags shared by tools/data_plan.py and tools/build_blended_shards.py (Megatron's names)."""
     g = parser.add_argument_group("data")
     g.add_argument("--data-path", nargs="+", help="W1 PREFIX1 W2 PREFIX2 ... (or one prefix)")
-    g.add_argument("--split", default="969,30,1", help="train,valid,test proportions of each source's documents")
+    add_held_out_args(g)
     g.add_argument("--seq-length", type=int, required=True)
     g.add_argument("--global-batch-size", type=int, required=True)
     g.add_argument("--micro-batch-size", type=int, default=1,
@@ -191,8 +224,19 @@ def add_data_args(parser) -> None:
     run.add_argument("--train-samples", type=int)
 
 
+def add_held_out_args(group) -> None:
+    """``--split`` and the separate held-out shards, shared with ``megapmc.pretrain``."""
+    group.add_argument("--split", default=None,
+                       help=f"train,valid,test proportions of each source's documents (default {DEFAULT_SPLIT}, "
+                            f"or 1 when --valid-data-path/--test-data-path give held-out shards)")
+    group.add_argument("--valid-data-path", nargs="+", default=None,
+                       help="held-out validation shards, W1 PREFIX1 ... or one prefix (not part of an epoch)")
+    group.add_argument("--test-data-path", nargs="+", default=None, help="held-out test shards, likewise")
+
+
 def data_config_from_args(args) -> DataConfig:
-    return DataConfig(data_path=args.data_path, split=args.split, seq_length=args.seq_length, seed=args.seed,
+    return DataConfig(data_path=args.data_path, split=args.split, valid_data_path=args.valid_data_path,
+                      test_data_path=args.test_data_path, seq_length=args.seq_length, seed=args.seed,
                       epoch_source=args.epoch_source, micro_batch_size=args.micro_batch_size,
                       cache_dir=args.data_cache_path)
 
