@@ -25,7 +25,8 @@ def clean(text, **cfg):
 def test_urls():
     out, removed = clean("Guidance is online at https://www.nice.org.uk/ng51. Read it (see www.who.int/sepsis) "
                          "before the ward round.\n\nSee also <http://example.org/a?b=1>, which is older.")
-    assert out == ("Guidance is online at. Read it before the ward round.\n\nSee also, which is older.")
+    # A sentence that uses a bare URL goes whole (else "Guidance is online at."); an aside goes alone.
+    assert out == "Read it before the ward round."
     assert removed["urls"].items == 3
 
 
@@ -44,10 +45,11 @@ def test_figure_and_table_references_and_captions():
             "Table 3: Antibiotic doses in renal failure\n\n"
             "Table salt raises blood pressure in 3 of 4 adults.")
     out, removed = clean(text)
-    assert out == ("Crackles are heard at the bases. Doses are listed and in. shows the curve.\n\n"
-                   "Table salt raises blood pressure in 3 of 4 adults.")
+    # Asides go; references that are part of a sentence stay (removing them would break it).
+    assert out == ("Crackles are heard at the bases. Doses are listed and in Tables 4 and 5. Figure 2 shows the "
+                   "curve.\n\nTable salt raises blood pressure in 3 of 4 adults.")
     assert removed["captions"].items == 2
-    assert removed["figure_table_refs"].items == 4
+    assert removed["figure_table_refs"].items == 2
 
 
 def test_author_lines_but_not_sentences():
@@ -108,7 +110,7 @@ def test_headers_need_enough_repeats():
 def test_duplicate_paragraphs_and_documents():
     cleaner = BookCleaner()
     book = "Intro paragraph.\n\nRepeated   paragraph text.\n\nMiddle.\n\nRepeated paragraph\ntext."
-    assert cleaner.clean(book) == "Intro paragraph.\n\nRepeated paragraph text.\n\nMiddle."
+    assert cleaner.clean(book) == "Intro paragraph.\n\nRepeated   paragraph text.\n\nMiddle."
     assert cleaner.clean(book) is None, "the same book again is dropped"
     assert cleaner.clean("Another book.") == "Another book."
     assert cleaner.stats.removed["duplicate_paragraphs"].items == 2
@@ -136,7 +138,8 @@ def test_clean_books_tool_on_samples(tmp_path, capsys):
     assert tool.main(["--input", str(SAMPLES / "books.jsonl"), "--output", str(out), "--report",
                       str(tmp_path / "r.json"), "--no-progress"]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
-    assert all(report["removed"][r]["items"] > 0 for r in RULES), report["removed"]
+    assert all(report["removed"][r]["items"] > 0 for r in RULES if r != "near_duplicate_documents"), report["removed"]
+    assert report["removed"]["near_duplicate_documents"]["items"] == 0  # the copy is exact, caught first
     assert report["documents_in"] == 7 and report["documents_out"] == 6
     printed = capsys.readouterr().out
     assert all(r in printed for r in RULES)

@@ -6,15 +6,24 @@ Removed, each by its own rule so the report can say what went where:
   ``min_header_repeats`` pages, digits ignored) and bare page numbers. Pages are split at form feeds
   (``\\f``, what pdftotext emits); text without form feeds only loses bare page-number lines.
 * ``table_of_contents``: a "Contents" heading and the entries after it, and any run of 3+ lines that
-  end in a page number (``Sepsis ........ 45``).
+  end in increasing page numbers (``Sepsis ........ 45``). A line whose text before the number ends in a
+  number, a range or a unit (``Sodium ..... 135-145 mmol/L``, ``Heart rate 60 100``) is a value, not an
+  entry; a removed block leaves a paragraph break, so the text around it is not merged.
 * ``references``: a "References"/"Bibliography"/"Further reading" heading and the reference entries
   that follow it (up to the first line that does not look like one, e.g. the next chapter's title).
 * ``author_lines``: "By ...", "Authors: ...", "Edited by ..." lines and name lists with degrees (MD, PhD).
 * ``captions``: figure and table captions (a paragraph opening with ``Fig. 5.1``/``Table 3``).
-* ``urls``, ``citations`` (``[12]``, ``[3, 4]``, ``[5-7]``, ``(Smith et al., 2001)``) and
-  ``figure_table_refs`` (``(Fig. 5.1)``, ``(see Table 3)``, ``Figure 2``) inside the text.
-* ``duplicate_paragraphs`` (exact, after whitespace normalisation, within a book) and
-  ``duplicate_documents`` (exact, across the whole run).
+* ``urls``: a parenthesised aside holding a URL is removed; a sentence that uses a bare URL ("Guidance is
+  online at https://...") is removed whole, since without it the sentence is broken.
+* ``citations`` (``[12]``, ``[3, 4]``, ``[5-7]``, ``(Smith et al., 2001)``).
+* ``figure_table_refs``: asides (``(Fig. 5.1)``, ``(see Table 3)``), trailing pointers (``, see Figure 2``)
+  and sentences that only point at one (``See Figure 2.1 for the algorithm.``). A reference that is part
+  of a sentence ("Figure 2 shows the curve") stays: removing it would break the sentence.
+  Every inline removal closes the gap it leaves: no space before punctuation, no doubled space, no
+  empty brackets; nothing else in the text is respaced.
+* ``duplicate_paragraphs`` (exact, after whitespace normalisation, within a book),
+  ``duplicate_documents`` (exact, across the whole run) and ``near_duplicate_documents`` (MinHash LSH
+  over word 5-grams, :mod:`megapmc.data.medc_k.near_dedup`; another edition or scan of a kept book).
 """
 from __future__ import annotations
 
@@ -23,8 +32,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from megapmc.data.medc_k.near_dedup import MAX_NEAR_DUPLICATE_THRESHOLD, NearDuplicateFilter
+
 RULES = ("page_headers", "table_of_contents", "references", "author_lines", "captions", "urls", "citations",
-         "figure_table_refs", "duplicate_paragraphs", "duplicate_documents")
+         "figure_table_refs", "duplicate_paragraphs", "duplicate_documents", "near_duplicate_documents")
 
 _DIGITS = re.compile(r"\d+")
 _PAGE_NUMBER = re.compile(r"^\s*(?:[-–—]\s*)?(?:[Pp]age\s+)?\d{1,4}(?:\s*[-–—])?\s*$")
@@ -44,21 +55,86 @@ _AUTHOR_PREFIX = re.compile(r"^\s*(?:By|Authors?|AUTHORS?|Written by|Edited by|E
 _DEGREE = re.compile(r"\b(?:M\.?D\.?|Ph\.?D\.?|MBBS|MBChB|FRCP\w*|FRCS\w*|MRCP|FACP|FACS|MPH|M\.?Sc\.?|"
                      r"B\.?Sc\.?|DrPH|RN|PharmD|DDS)(?=$|[\s,;)])")
 _CAPTION = re.compile(r"^\s*(?:Fig(?:ure)?s?\.?|Table|Tab\.)\s*\d+(?:\.\d+)*[a-z]?\s*[.:|]?\s+\S")
-_URL_PAREN = re.compile(r"\s*\([^()]*?(?:https?://|ftp://|www\.)[^()]*\)", re.I)  # "(available at URL)"
-_URL = re.compile(r"<?(?:https?://|ftp://|www\.)[^\s<>]+>?", re.I)
-_URL_TRAILING = re.compile(r"[.,;:!?)\]]+$")
+_URL_PAREN = re.compile(r"\([^()]*?(?:https?://|ftp://|www\.)[^()]*\)", re.I)  # "(available at URL)"
+# A URL never ends in the sentence's own punctuation.
+_URL = re.compile(r"<?(?:https?://|ftp://|www\.)(?:[^\s<>]*[^\s<>.,;:!?)\]])?>?", re.I)
 _CITATION = re.compile(
-    r"\s*\[\s*\d+(?:\s*[-–,]\s*\d+)*\s*\]"
-    r"|\s*\((?:[A-Z][\w'’-]+(?:\s+et\s+al\.?|\s+(?:and|&)\s+[A-Z][\w'’-]+)?,?\s+(?:19|20)\d{2}[a-z]?;?\s*)+\)")
+    r"\[\s*\d+(?:\s*[-–,]\s*\d+)*\s*\]"
+    r"|\((?:[A-Z][\w'’-]+(?:\s+et\s+al\.?|\s+(?:and|&)\s+[A-Z][\w'’-]+)?,?\s+(?:19|20)\d{2}[a-z]?;?\s*)+\)")
 _FIG_NUM = r"\d+(?:\.\d+)*[a-z]?"
 _FIG_WORD = r"(?:Figs?\.|Figures?|Tables?|Tab\.)"
-_FIG_PAREN = re.compile(
-    rf"\s*\((?:see\s+|cf\.\s+)?{_FIG_WORD}\s*{_FIG_NUM}(?:\s*(?:,|and|&|[-–])\s*{_FIG_NUM})*\)", re.I)
-_FIG_INLINE = re.compile(rf"\b{_FIG_WORD}\s*{_FIG_NUM}(?:\s*(?:,|and|&|[-–])\s*{_FIG_NUM})*", re.I)
-_SPACE_BEFORE_PUNCT = re.compile(r"[ \t]+([.,;:!?)\]])")
-_EMPTY_BRACKETS = re.compile(r"\s*(?:\(\s*\)|\[\s*\])")
-_MULTI_SPACE = re.compile(r"[ \t]{2,}")
+_FIG_REF = rf"{_FIG_WORD}\s*{_FIG_NUM}(?:\s*(?:,|and|&|[-–])\s*{_FIG_NUM})*"
+_FIG_PAREN = re.compile(rf"\((?:see\s+(?:also\s+)?|cf\.\s+)?{_FIG_REF}\)", re.I)
+# ", see Figure 2" / "; cf. Table 3" closing a clause.
+_FIG_POINTER = re.compile(rf"[,;]\s*(?:see\s+(?:also\s+)?|cf\.\s+){_FIG_REF}(?=\s*[.;:!?)]|\s*$)", re.I)
+# A sentence that opens by pointing at a figure: "See Figure 2.1 for the algorithm."
+_FIG_SENTENCE = re.compile(rf"(?:^|(?<=[.!?]\s)|(?<=\n))(?:See|Refer to|Cf\.)\s+(?:also\s+)?{_FIG_REF}")
+# Sentence ends: a terminator, optional closing quote/bracket, then whitespace or the end.
+_SENTENCE_END = re.compile(r"[.!?][\"'’”)\]]*(?=\s|$)")
+_ABBREVIATION = re.compile(r"(?:\b(?:Dr|Mr|Mrs|Ms|Prof|St|No|vs|al|Figs?|Eq|approx|ca|[A-Z])|\be\.g|\bi\.e)\.$")
+_GAP = "\x00"  # stands where an inline rule removed something, until _close_gaps tidies around it
+_GAP_IN_BRACKETS = re.compile(r"[(\[][ \t]*\x00[\x00 \t]*[)\]]")
+_GAP_BEFORE_PUNCT = re.compile(r"[ \t]*\x00[\x00 \t]*(?=[.,;:!?)\]]|\n|$)")
+_GAP_AFTER_CLAUSE = re.compile(r"[,;:][ \t]*\x00[\x00 \t]*(?=[.,;:!?])")  # "bases, <gap>." -> "bases."
+_GAP_AFTER_OPEN = re.compile(r"(?:^|(?<=\n)|(?<=[(\[]))[ \t]*\x00[\x00 \t]*")
+_GAP_BETWEEN = re.compile(r"[ \t]*\x00[\x00 \t]*")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
+# What ends the text before a value, never a TOC entry's title: a number, a range, a unit.
+_VALUE_TAIL = re.compile(r"(?:\d|%|[-–/]|\b(?:mmol|mol|mg|g|kg|mL|ml|L|dL|IU|U|mmHg|bpm|min|h|years?))$")
+
+
+def _toc_page(line: str) -> int | None:
+    """The page number of a table-of-contents entry (roman front matter counts as 0), else ``None``.
+
+    An entry ends in a page number, after dot leaders ("Preface ..... vii") or after a title of at least
+    two words ("1.1 Definitions 3"; a lone "Chapter 1" is a heading). Prose ("... was 12.") and values
+    ("Sodium ..... 135-145", "Heart rate 60 100": the text before the number ends in a number, a range
+    or a unit) are not entries.
+    """
+    s = line.strip()
+    if len(s) > 160 or not (_TOC_LEADERS.match(s) or _TOC_SPACED.match(s)):
+        return None
+    body = re.sub(r"\s*\.{2,}\s*", " ", s)
+    head, _, page = body.rpartition(" ")
+    head = head.rstrip()
+    if not head or re.search(r"[.!?]$", head) or _VALUE_TAIL.search(head):
+        return None
+    return int(page) if page.isdigit() else 0
+
+
+def _without(lines: list[str], drop: set[int]) -> list[str]:
+    """``lines`` without the ``drop`` ones; each removed block leaves a blank line (a paragraph break),
+    so the text before and after it is not joined into one paragraph."""
+    out = []
+    for i, line in enumerate(lines):
+        if i not in drop:
+            out.append(line)
+        elif i - 1 not in drop:
+            out.append("")
+    return out
+
+
+def _sentence_around(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span of the sentence holding ``text[start:end]`` (a terminator not after an abbreviation ends one)."""
+    begin = 0
+    for m in _SENTENCE_END.finditer(text, 0, start):
+        if not _ABBREVIATION.search(text, max(0, m.start() - 8), m.start() + 1):
+            begin = m.end()
+    while begin < start and text[begin].isspace():  # the line break before a sentence stays
+        begin += 1
+    for m in _SENTENCE_END.finditer(text, end):
+        if not _ABBREVIATION.search(text, max(0, m.start() - 8), m.start() + 1):
+            return begin, m.end()
+    return begin, len(text)
+
+
+def _close_gaps(text: str) -> str:
+    """Tidy where inline rules removed text: no empty brackets, no space before punctuation, one space."""
+    text = _GAP_IN_BRACKETS.sub(_GAP, text)
+    text = _GAP_AFTER_CLAUSE.sub("", text)
+    text = _GAP_BEFORE_PUNCT.sub("", text)
+    text = _GAP_AFTER_OPEN.sub("", text)
+    return _GAP_BETWEEN.sub(" ", text)
 
 
 @dataclass
@@ -76,6 +152,9 @@ class BookCleanConfig:
     min_header_repeats: int = 3   # pages a header/footer must repeat on
     max_header_chars: int = 100   # longer lines are never headers
     page_edge_lines: int = 2      # lines at the top and at the bottom of a page checked for headers
+    # Word 5-gram Jaccard similarity at which a book is a near copy of an earlier one (at most 0.95).
+    # 0.8: another scan or a lightly revised edition scores above it, two books on one topic far below.
+    near_duplicate_threshold: float = 0.8
     disabled_rules: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -84,6 +163,9 @@ class BookCleanConfig:
             raise ValueError(f"unknown cleaning rule(s) {sorted(unknown)}; rules are {', '.join(RULES)}")
         if self.min_header_repeats < 2:
             raise ValueError(f"min_header_repeats must be >= 2, got {self.min_header_repeats}")
+        if not 0 < self.near_duplicate_threshold <= MAX_NEAR_DUPLICATE_THRESHOLD:
+            raise ValueError(f"--near-duplicate-threshold must be in (0, {MAX_NEAR_DUPLICATE_THRESHOLD}], got "
+                             f"{self.near_duplicate_threshold}")
 
 
 @dataclass
@@ -136,14 +218,16 @@ class DocumentDeduplicator:
 class BookCleaner:
     """Cleans one book text at a time; ``clean`` also drops books already seen in this run.
 
-    ``clean_text`` is the per-book part (no state across books), which worker processes run; the
-    parent then applies the cross-book deduplication (``accept``).
+    ``clean_text`` and ``signature`` are the per-book part (no state across books), which worker
+    processes run; the parent then applies the cross-book deduplication (``accept``) in input order.
     """
 
     def __init__(self, cfg: BookCleanConfig | None = None):
         self.cfg = cfg or BookCleanConfig()
         self.stats = BookCleanStats()
         self._dedup = DocumentDeduplicator()
+        self._near = (NearDuplicateFilter(self.cfg.near_duplicate_threshold)
+                      if self._on("near_duplicate_documents") else None)
 
     def _on(self, rule: str) -> bool:
         return rule not in self.cfg.disabled_rules
@@ -153,11 +237,22 @@ class BookCleaner:
         cleaned = self.clean_text(text)
         return None if cleaned is None else self.accept(cleaned)
 
-    def accept(self, cleaned: str) -> str | None:
-        """Count a cleaned book as written, unless it duplicates an earlier one (then ``None``)."""
+    def signature(self, cleaned: str):
+        """The book's MinHash values for near-duplicate detection (``None`` when that rule is off)."""
+        return self._near.signature(cleaned) if self._near is not None else None
+
+    def accept(self, cleaned: str, signature=None) -> str | None:
+        """Count a cleaned book as written, unless it (nearly) duplicates an earlier one (then ``None``).
+
+        ``signature`` is ``self.signature(cleaned)``, when a worker process computed it already.
+        """
         if self._on("duplicate_documents") and self._dedup.is_duplicate(cleaned):
             self.stats.removed["duplicate_documents"].add(1, len(cleaned))
             return None
+        if self._near is not None:
+            if self._near.is_duplicate(signature if signature is not None else self.signature(cleaned)):
+                self.stats.removed["near_duplicate_documents"].add(1, len(cleaned))
+                return None
         self.stats.documents_out += 1
         self.stats.chars_out += len(cleaned)
         return cleaned
@@ -166,6 +261,7 @@ class BookCleaner:
         """Every per-book rule; ``None`` when nothing is left."""
         self.stats.documents_in += 1
         self.stats.chars_in += len(text)
+        text = text.replace(_GAP, "")  # a NUL is extraction debris, and the inline rules' gap marker
         lines = self._remove_page_headers(text) if self._on("page_headers") else text.replace("\f", "\n").split("\n")
         for rule, fn in (("table_of_contents", self._remove_toc), ("references", self._remove_references),
                          ("author_lines", self._remove_author_lines)):
@@ -232,32 +328,25 @@ class BookCleaner:
         while i < len(lines):
             if _TOC_HEADING.match(lines[i]):
                 j = i + 1
-                while j < len(lines) and (not lines[j].strip() or self._is_toc_entry(lines[j])):
+                while j < len(lines) and (not lines[j].strip() or _toc_page(lines[j]) is not None):
                     j += 1
                 drop.update(range(i, j))
                 i = j
                 continue
-            # A run of 3+ entry-looking lines (blank lines allowed between) is a TOC without a heading.
-            j, entries = i, 0
-            while j < len(lines) and (self._is_toc_entry(lines[j]) or (entries and not lines[j].strip())):
-                entries += bool(lines[j].strip())
+            # A run of 3+ entry-looking lines (blank lines allowed between) with page numbers that never
+            # go down is a TOC without a heading; a list of values (lab results, doses) is not.
+            j, pages = i, []
+            while j < len(lines) and (_toc_page(lines[j]) is not None or (pages and not lines[j].strip())):
+                if lines[j].strip():
+                    pages.append(_toc_page(lines[j]))
                 j += 1
-            if entries >= 3:
+            if len(pages) >= 3 and all(a <= b for a, b in zip(pages, pages[1:])):
                 drop.update(range(i, j))
                 i = j
             else:
                 i += 1
         self._count("table_of_contents", [lines[i] for i in sorted(drop) if lines[i].strip()])
-        return [line for i, line in enumerate(lines) if i not in drop]
-
-    @staticmethod
-    def _is_toc_entry(line: str) -> bool:
-        s = line.strip()
-        # "... 45" after a sentence's full stop is prose that happens to end in a number, not an entry.
-        if len(s) > 160:
-            return False
-        return bool(_TOC_LEADERS.match(s) or _TOC_SPACED.match(s)) and not re.search(
-            r"[.!?]\s*\d{1,4}$", re.sub(r"\.{2,}", " ", s))
+        return _without(lines, drop)
 
     def _remove_references(self, lines: list[str]) -> list[str]:
         drop: set[int] = set()
@@ -272,7 +361,7 @@ class BookCleaner:
             drop.update(range(i, j))
             i = j
         self._count("references", [lines[i] for i in sorted(drop) if lines[i].strip()])
-        return [line for i, line in enumerate(lines) if i not in drop]
+        return _without(lines, drop)
 
     @staticmethod
     def _is_reference(line: str, lines: list[str], j: int) -> bool:
@@ -309,30 +398,30 @@ class BookCleaner:
     def _clean_inline(self, paragraph: str) -> str:
         p = paragraph
         if self._on("urls"):
-            p = self._sub(_URL_PAREN, p, "urls")
-            p = self._sub(_URL, p, "urls", keep_trailing=True)
+            p = self._remove(_URL_PAREN, p, "urls")
+            p = self._remove(_URL, p, "urls", whole_sentence=True)
         if self._on("citations"):
-            p = self._sub(_CITATION, p, "citations")
+            p = self._remove(_CITATION, p, "citations")
         if self._on("figure_table_refs"):
-            p = self._sub(_FIG_PAREN, p, "figure_table_refs")
-            p = self._sub(_FIG_INLINE, p, "figure_table_refs")
-        p = _EMPTY_BRACKETS.sub("", p)
-        p = _SPACE_BEFORE_PUNCT.sub(r"\1", p)
-        p = _MULTI_SPACE.sub(" ", p)
+            p = self._remove(_FIG_PAREN, p, "figure_table_refs")
+            p = self._remove(_FIG_POINTER, p, "figure_table_refs")
+            p = self._remove(_FIG_SENTENCE, p, "figure_table_refs", whole_sentence=True)
+        if _GAP in p:
+            p = _close_gaps(p)
         return "\n".join(line.strip() for line in p.split("\n") if line.strip())
 
-    def _sub(self, pattern: re.Pattern, text: str, rule: str, keep_trailing: bool = False) -> str:
+    def _remove(self, pattern: re.Pattern, text: str, rule: str, whole_sentence: bool = False) -> str:
+        """Replace every match (or, with ``whole_sentence``, the sentence around it) by a gap marker."""
         count = self.stats.removed[rule]
-
-        def repl(m: re.Match) -> str:
-            s = m.group(0)
-            # A URL at the end of a sentence keeps the sentence's punctuation.
-            tail = _URL_TRAILING.search(s) if keep_trailing else None
-            kept = tail.group(0) if tail else ""
-            count.add(1, len(s) - len(kept))
-            return kept
-
-        return pattern.sub(repl, text)
+        pieces, pos = [], 0
+        for m in pattern.finditer(text):
+            start, end = _sentence_around(text, m.start(), m.end()) if whole_sentence else m.span()
+            if start < pos:  # inside a sentence already removed
+                continue
+            pieces += [text[pos:start], _GAP]
+            count.add(1, len(text[start:end].replace(_GAP, "")))
+            pos = end
+        return "".join(pieces) + text[pos:] if pieces else text
 
     def _dedup_paragraphs(self, paragraphs: list[str]) -> list[str]:
         seen: set[str] = set()

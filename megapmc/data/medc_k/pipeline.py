@@ -220,11 +220,16 @@ def _init_cleaner(cfg: BookCleanConfig | None) -> None:
     _worker_cleaner = BookCleaner(cfg)
 
 
-def _clean_texts(texts: list[str], cleaner: BookCleaner | None = None) -> tuple[list[str | None], BookCleanStats]:
-    """Per-book cleaning of a batch; returns the texts and the statistics of this batch alone."""
+def _clean_texts(texts: list[str], cleaner: BookCleaner | None = None) -> tuple[list[tuple], BookCleanStats]:
+    """Per-book cleaning of a batch: ``(text or None, near-duplicate signature)`` per book, and the
+    statistics of this batch alone."""
     cleaner = cleaner or _worker_cleaner
     cleaner.stats = BookCleanStats()
-    return [cleaner.clean_text(t) for t in texts], cleaner.stats
+    out = []
+    for text in texts:
+        cleaned = cleaner.clean_text(text)
+        out.append((cleaned, None if cleaned is None else cleaner.signature(cleaned)))
+    return out, cleaner.stats
 
 
 def _book_batches(records, text_key: str, jstats: JsonlStats, strict: bool, path: str,
@@ -250,8 +255,9 @@ def clean_books(input_path: str, output_path: str, cfg: BookCleanConfig | None =
                 strict: bool = False, progress: bool = True, workers: int = 1) -> tuple[BookCleanStats, JsonlStats]:
     """Clean every record's ``text_key`` (other fields pass through) on ``workers`` processes.
 
-    Books keep their input order; a book that is empty after cleaning, or an exact duplicate of an earlier
-    one, is not written. Per-book rules run in the workers, the cross-book deduplication here.
+    Books keep their input order; a book that is empty after cleaning, or an exact or near duplicate of
+    an earlier one, is not written. Per-book rules (and the MinHash signatures) run in the workers, the
+    cross-book deduplication here, in input order, so the result does not depend on ``workers``.
     """
     from tqdm import tqdm
 
@@ -271,15 +277,16 @@ def clean_books(input_path: str, output_path: str, cfg: BookCleanConfig | None =
     pool = worker_context().Pool(workers, _init_cleaner, (cfg,)) if workers > 1 else None
     try:
         if pool is None:
-            results = (_clean_texts(texts, cleaner) for texts in texts_of(batches))
+            # Per-book work on a cleaner of its own, as in a worker: each batch's counts are merged below.
+            local = BookCleaner(cfg)
+            results = (_clean_texts(texts, local) for texts in texts_of(batches))
         else:
             results = ordered_bounded_map(pool, _clean_texts, texts_of(batches), 2 * workers)
         with atomic_text_out(output_path) as out, tqdm(unit="books", desc="clean_books", disable=not progress) as bar:
             for cleaned, batch_stats in results:
-                if pool is not None:
-                    cleaner.stats.merge(batch_stats)
-                for (_, record), text in zip(pending.popleft(), cleaned):
-                    if text is not None and cleaner.accept(text) is not None:
+                cleaner.stats.merge(batch_stats)
+                for (_, record), (text, signature) in zip(pending.popleft(), cleaned):
+                    if text is not None and cleaner.accept(text, signature) is not None:
                         out.write(json.dumps({**record, text_key: text}, ensure_ascii=False) + "\n")
                 bar.update(len(cleaned))
     finally:
