@@ -68,9 +68,10 @@ MBS=${MBS:-2}
 TENSORBOARD_DIR=${TENSORBOARD_DIR:-$CHECKPOINT_DIR/tensorboard}
 
 # --data-path: [paper] books : papers : general = 15 : 4 : 1 in every batch (exactly, per global batch).
-# --train-epochs 5 --epoch-source 0: [paper] 5 epochs, an epoch being one pass over the books; no --split,
-#   so every book token is in the epoch and `tools/data_plan.py` with these flags prints the iterations
-#   this run trains (tests/examples/test_pretrain_plan.py checks both).
+# --train-epochs 5 --epoch-source 0: [paper] 5 epochs, an epoch being one pass over the books; --split 1
+#   holds no documents out, so every book token is in the epoch (validation reads VALID_PREFIX instead),
+#   and `tools/data_plan.py` with these flags prints the iterations this run trains
+#   (tests/examples/test_pretrain_plan.py checks both).
 # --seq-length 2048, --global-batch-size 3200: [paper] (the release's 7B run used 512 and 4x4x8 = 128).
 # --lr 2e-5: [paper] and [release].
 # AdamW betas 0.9/0.999, eps 1e-8, weight decay 0: [release] (HF Trainer's adamw_torch defaults, its
@@ -88,7 +89,7 @@ ARGS=(
     --use-distributed-optimizer --overlap-grad-reduce
     --bf16 --recompute-granularity selective --attention-backend auto
     --seq-length 2048 --micro-batch-size "$MBS" --global-batch-size 3200
-    --data-path 15 "$BOOKS_PREFIX" 4 "$PAPERS_PREFIX" 1 "$GENERAL_PREFIX"
+    --data-path 15 "$BOOKS_PREFIX" 4 "$PAPERS_PREFIX" 1 "$GENERAL_PREFIX" --split 1
     --train-epochs 5 --epoch-source 0
     --lr 2e-5 --min-lr 0 --lr-decay-style cosine --lr-warmup-fraction 0.03
     --weight-decay 0 --adam-beta1 0.9 --adam-beta2 0.999 --adam-eps 1e-8 --clip-grad 1.0

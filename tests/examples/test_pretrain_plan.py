@@ -28,8 +28,8 @@ def _shard(prefix, docs, doc_tokens):
     return str(prefix)
 
 
-@pytest.fixture
-def script_args(tmp_path, spm_model):
+@pytest.fixture(params=[True, False], ids=["with-VALID_PREFIX", "without"])
+def script_args(request, tmp_path, spm_model):
     """The arguments examples/pretrain_pmc_13b.sh hands to `python -m megapmc.pretrain`, one per item.
 
     The books hold 6.5 global batches' worth of samples (2400 book samples of 2049 tokens per batch), so
@@ -39,6 +39,8 @@ def script_args(tmp_path, spm_model):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     for name, (docs, tokens) in sizes.items():
         env[f"{name.upper()}_PREFIX"] = _shard(tmp_path / f"{name}_text_document", docs, tokens)
+    if not request.param:
+        del env["VALID_PREFIX"]
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "python"
@@ -68,8 +70,11 @@ def _data_flags(args):
 
 def test_data_plan_tool_prints_the_iterations_the_script_trains(script_args, capsys, monkeypatch):
     args, env = script_args
-    assert "--split" not in args, "no documents are held out of the epoch's sources"
-    assert args[args.index("--valid-data-path") + 1] == env["VALID_PREFIX"]
+    assert args[args.index("--split") + 1] == "1", "no documents are held out of the epoch's sources"
+    if "VALID_PREFIX" in env:
+        assert args[args.index("--valid-data-path") + 1] == env["VALID_PREFIX"]
+    else:
+        assert "--valid-data-path" not in args
     from megapmc import pretrain
     from megapmc.training.arguments import build_run_config, parse_args
 
@@ -94,4 +99,23 @@ def test_data_plan_tool_prints_the_iterations_the_script_trains(script_args, cap
     # What the old --split 969,30,1 trained: 3.1% fewer book documents, fewer iterations.
     held_out = parse_args(pretrain.build_parser(), args + ["--split", "969,30,1"])
     held_out.valid_data_path = None
+    assert pretrain.data_config(held_out).split_fractions[0] == pytest.approx(0.969)
     assert pretrain.data_plan(build_run_config(held_out, pretrain.data_config(held_out))).train_iters == 31
+
+
+def test_optimizer_and_precision_are_the_papers_and_the_released_scripts(script_args, monkeypatch):
+    args, _ = script_args
+    from megapmc import pretrain
+    from megapmc.training.arguments import build_run_config, parse_args
+
+    monkeypatch.setenv("WORLD_SIZE", "32")
+    parsed = parse_args(pretrain.build_parser(), args)
+    config = build_run_config(parsed, pretrain.data_config(parsed))
+    opt, schedule, training = config.optimizer, config.lr_schedule, config.training
+    # Paper: seq 2048, batch 3200, lr 2e-5, bf16, 5 epochs. Release (Pretrain/training.sh on HF Trainer):
+    # weight decay 0, AdamW (0.9, 0.999, 1e-8), warmup ratio 0.03, cosine to 0, max_grad_norm 1.0.
+    assert (training.seq_length, training.global_batch_size, training.train_epochs, training.bf16) == (2048, 3200, 5, True)
+    assert (opt.lr, opt.weight_decay, opt.adam_beta1, opt.adam_beta2, opt.adam_eps, opt.clip_grad) == (
+        2e-5, 0.0, 0.9, 0.999, 1e-8, 1.0)
+    assert (schedule.lr_decay_style, schedule.lr_warmup_fraction, schedule.min_lr) == ("cosine", 0.03, 0.0)
+    assert config.model_options.recompute_granularity == "selective"
