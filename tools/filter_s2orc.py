@@ -32,6 +32,7 @@ def _print_summary(summary: dict, output_dir: str) -> None:
     for row in summary["shards"]:
         note = " (done before, skipped)" if row["skipped_existing"] else ""
         print(f"{' + '.join(row['input'])}: {row['papers']:,} papers, {row['kept']:,} kept{note}")
+        print("".join(f"  {row['input'][0]}:{n}: {reason}\n" for n, reason in row["issues"]), end="")
     for row in summary["failed"]:
         print(f"error: {' + '.join(row['input'])}: {row['error']} (nothing written for it; fix and rerun)",
               file=sys.stderr)

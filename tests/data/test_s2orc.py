@@ -159,7 +159,9 @@ def test_fan_out_over_gz_and_zst_shards_resumes_and_reports_a_broken_one(tmp_pat
     from megapmc.data.jsonl import read_jsonl
 
     assert [rec["text"] for _, rec in read_jsonl(out / "part0.jsonl.zst")] == [EXPECTED_TEXT]
-    assert "6 papers read, 2 kept" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "6 papers read, 2 kept" in printed
+    assert f"{shards / 'part1.zst'}:2: content.annotations.paragraph: span" in printed  # file:line of a bad record
     # A rerun skips what is done; a corrupt new shard fails alone, and what was written stays.
     (shards / "part2.gz").write_bytes(b"\x1f\x8b\x08\x00not really gzip")
     before = (out / "part0.jsonl.zst").read_bytes()

@@ -205,7 +205,7 @@ def filter_s2orc_shards(shards: list[tuple[str, ...]], output_dir: str, workers:
             failed.append({**row, "error": error})
             continue
         total.merge(stats)
-        rows.append({**row, **stats.counts()})
+        rows.append({**row, **stats.counts(), "issues": [list(i) for i in stats.issues[:20]]})
     summary = {"shards": rows, "total": total.counts(), "failed": failed}
     write_json_atomic(os.path.join(output_dir, SUMMARY_NAME), summary)
     return summary
