@@ -136,7 +136,8 @@ def _join(title: Any, abstract: list[str], body: list[str]) -> str:
     return "\n\n".join(parts + [t for t in abstract if t] + body)
 
 
-def _legacy_paper_text(record: dict, section_headings: bool) -> str:
+def _legacy_paper(record: dict, section_headings: bool) -> tuple[str, str]:
+    """``(title, text)`` of a 2020-layout record."""
     body, last_section = [], None
     for section, text in _paragraphs(_nested(record, "body_text")):
         if not text.strip():
@@ -145,7 +146,9 @@ def _legacy_paper_text(record: dict, section_headings: bool) -> str:
             body.append(section.strip())
         last_section = section
         body.append(text.strip())
-    return _join(_nested(record, "title"), [t.strip() for _, t in _paragraphs(_nested(record, "abstract"))], body)
+    title = _nested(record, "title")
+    abstract = [t.strip() for _, t in _paragraphs(_nested(record, "abstract"))]
+    return (title if isinstance(title, str) else ""), _join(title, abstract, body)
 
 
 # ---- the current release: content.text + span annotations ----------------------------------------
@@ -186,11 +189,12 @@ def _cut(text: str, start: int, end: int, dropped: list[tuple[int, int]]) -> str
     return re.sub(r"[ \t]{2,}", " ", "".join(pieces)).strip()
 
 
-def _current_paper_text(record: dict, section_headings: bool) -> str:
+def _current_paper(record: dict, section_headings: bool) -> tuple[str, str]:
+    """``(title, text)`` of a datasets-release record; ``S2orcRecordError`` when its spans are unreadable."""
     content = record.get("content")
     text = content.get("text")
     if not isinstance(text, str) or not text.strip():
-        return ""
+        return "", ""
     annotations = content.get("annotations") or {}
     if not isinstance(annotations, dict):
         raise S2orcRecordError(f"content.annotations is a {type(annotations).__name__}, not an object")
@@ -215,17 +219,8 @@ def _current_paper_text(record: dict, section_headings: bool) -> str:
             body.append(header)
         header = None  # a heading goes before its section's first paragraph only
         body.append(paragraph)
-    title = text[titles[0][0]:titles[0][1]] if titles else None
-    return _join(title, [_cut(text, s, e, dropped) for s, e in abstracts], body)
-
-
-def _current_title(record: dict) -> str:
-    content = record.get("content") or {}
-    text, annotations = content.get("text"), content.get("annotations") or {}
-    if not isinstance(text, str) or not isinstance(annotations, dict):
-        return ""
-    titles = annotation_spans(annotations, "title", len(text))
-    return text[titles[0][0]:titles[0][1]].strip() if titles else ""
+    title = text[titles[0][0]:titles[0][1]].strip() if titles else ""
+    return title, _join(title, [_cut(text, s, e, dropped) for s, e in abstracts], body)
 
 
 def is_current_release(record: dict) -> bool:
@@ -233,18 +228,15 @@ def is_current_release(record: dict) -> bool:
     return isinstance(record.get("content"), dict)
 
 
+def paper_title_and_text(record: dict, section_headings: bool = True) -> tuple[str, str]:
+    """The title, and the text: title, abstract and body paragraphs in order, separated by blank lines."""
+    if is_current_release(record):
+        return _current_paper(record, section_headings)
+    return _legacy_paper(record, section_headings)
+
+
 def paper_text(record: dict, section_headings: bool = True) -> str:
-    """Title, abstract and body paragraphs in order, separated by blank lines."""
-    if is_current_release(record):
-        return _current_paper_text(record, section_headings)
-    return _legacy_paper_text(record, section_headings)
-
-
-def paper_title(record: dict) -> str:
-    if is_current_release(record):
-        return _current_title(record)
-    title = _nested(record, "title")
-    return title if isinstance(title, str) else ""
+    return paper_title_and_text(record, section_headings)[1]
 
 
 def checked_pmc_id(record: dict, stats: S2orcFilterStats, line_no: int) -> str | None:
@@ -270,8 +262,7 @@ def make_document(record: dict, pmc: str, stats: S2orcFilterStats, section_headi
                   line_no: int = 0) -> dict | None:
     """The output record of a PMC paper, or ``None`` (counted) when it has no text or bad annotations."""
     try:
-        text = paper_text(record, section_headings)
-        title = paper_title(record)
+        title, text = paper_title_and_text(record, section_headings)
     except S2orcRecordError as e:
         stats.bad_annotations += 1
         stats.add_issue(line_no, str(e))
