@@ -108,12 +108,12 @@ def test_epochs_are_deterministic_and_reshuffled(tmp_path, word_tokenizer):
     assert len(a) == len(b)
     for i in range(len(a)):  # a restarted run sees the same rows at the same indices
         assert torch.equal(a[i]["tokens"], b[i]["tokens"])
-    epoch0 = [a.row_samples(i).tolist() for i in range(a.rows_in_epoch(0))]
-    epoch1 = [a.row_samples(a.rows_in_epoch(0) + i).tolist() for i in range(a.rows_in_epoch(1))]
+    epoch0 = [a.row_samples(i).tolist() for i in range(*a.step_rows(0))]  # no samples_per_step: an epoch a step
+    epoch1 = [a.row_samples(i).tolist() for i in range(*a.step_rows(1))]
     assert epoch0 != epoch1
     assert sorted(sum(epoch1, [])) == list(range(30))
     c = SFTDataset(prefix, seq_length=96, num_epochs=1, seed=6)
-    assert [c.row_samples(i).tolist() for i in range(c.rows_in_epoch(0))] != epoch0
+    assert [c.row_samples(i).tolist() for i in range(*c.step_rows(0))] != epoch0
 
 
 def test_redrawn_instructions_are_used_per_epoch(tmp_path, word_tokenizer):
