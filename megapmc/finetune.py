@@ -88,8 +88,8 @@ def sft_dataset_provider(config: RunConfig, parallel: ParallelState) -> TrainDat
                f"({counts['truncated']} truncated to --seq-length {config.training.seq_length}); "
                f"{train_iters} iterations of {gbs} samples ({train_iters * gbs / counts['samples']:.2f} epochs), "
                f"{'packed' if config.data.packing else 'padded'} into {min(rows)}-{max(rows)} rows per step "
-               f"({sum(rows) / len(rows):.1f} on average, micro-batches of {config.training.micro_batch_size} rows "
-               f"per rank)" + (f"; {len(valid.records)} validation samples" if valid is not None else ""))
+               f"({sum(rows) / len(rows):.1f} on average; {config.training.micro_batch_size} per micro-batch "
+               f"and rank)" + (f"; {len(valid.records)} validation samples" if valid is not None else ""))
     return TrainData(train_dataset=train, valid_dataset=valid, train_iters=train_iters, summary=summary,
                      num_workers=config.data.num_workers, loader_builder=build_sft_loader, yields_steps=True)
 

@@ -130,8 +130,9 @@ def test_command_line_build_and_preprocess(tmp_path, sample_sft_dir, spm_model):
         str(spm_model), "--output-prefix", str(tmp_path / "sft"), "--redraw-epochs", "2", "--no-progress-bar",
     ], capture_output=True, text=True, cwd=REPO)
     assert prep.returncode == 0, prep.stderr
-    # 11 redrawn: one of the 12 conversations has an instruction outside every pool.
-    assert prep.stdout.startswith("27 records → 38 samples (11 redrawn)")
+    # 21 redrawn: 11 conversations (one of the 12 has an instruction outside every pool) and the 10 MedQA
+    # short-answer rows (5 questions, weight 2), whose instruction has a pool of paraphrases.
+    assert prep.stdout.startswith("27 records → 48 samples (21 redrawn)")
     bad = subprocess.run([sys.executable, str(REPO / "tools/build_instruction_data.py"), "--output",
                           str(tmp_path / "x.jsonl"), "--cap", "umls"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "expected SOURCE=NUMBER" in bad.stderr

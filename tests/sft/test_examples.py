@@ -35,7 +35,8 @@ def test_stage2_dry_run_has_the_papers_settings(tmp_path, spm_model):
     assert config["training"]["global_batch_size"] == 256 and config["training"]["train_epochs"] == 3
     assert config["training"]["seq_length"] == 2048 and config["training"]["bf16"] is True
     assert config["data"]["packing"] is True
-    assert "instruction data" in out.stdout and "iterations of 256 rows" in out.stdout
+    # A step is 256 samples: the 49 training samples here fill the one step of the run 5.22 times over.
+    assert "instruction data" in out.stdout and "iterations of 256 samples" in out.stdout
 
 
 def test_missing_environment_is_named(tmp_path):
