@@ -11,4 +11,5 @@ def test_generate_default_budget_is_the_released_inference_one():
     spec.loader.exec_module(module)
     # SFT/eval/qa_inference.py and the README of chaoyi-wu/PMC-LLaMA generate with max_new_tokens=1000;
     # generation stops at EOS, so a short answer costs no more.
-    assert module.parse_args(["--output-dir", "out", "--mode", "generate"]).max_new_tokens == 1000
+    args = module.parse_args(["--hf-dir", "model", "--output-dir", "out", "--mode", "generate"])
+    assert args.max_new_tokens == 1000
