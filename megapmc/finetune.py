@@ -49,7 +49,8 @@ def build_sft_datasets(config: RunConfig, data_parallel_size: int = 1) -> tuple[
     """The train and validation datasets and the number of iterations of the run.
 
     A step consumes ``--global-batch-size`` samples, packed into as few rows as they need (padded to a
-    multiple of micro-batch size × ``data_parallel_size`` rows). With ``--train-epochs E`` the run is
+    multiple of ``data_parallel_size`` rows; each rank runs its share in micro-batches of up to
+    ``--micro-batch-size`` rows). With ``--train-epochs E`` the run is
     ``ceil(E × training samples / global batch)`` iterations; the dataset plans epochs until every
     iteration has its samples.
     """
@@ -62,7 +63,7 @@ def build_sft_datasets(config: RunConfig, data_parallel_size: int = 1) -> tuple[
     train_records, valid_records = split_samples(meta["num_records"], data.valid_fraction, tcfg.seed)
     gbs = tcfg.global_batch_size
     common = dict(seq_length=tcfg.seq_length, seed=tcfg.seed, packing=data.packing, samples_per_step=gbs,
-                  rows_multiple=tcfg.micro_batch_size * data_parallel_size,
+                  rows_multiple=data_parallel_size,
                   min_prompt_tokens=data.min_prompt_tokens, max_open_rows=data.max_open_rows)
     train = SFTDataset(data.data_prefix, records=train_records, num_epochs=1, **common)
     if tcfg.train_iters is not None:
@@ -88,7 +89,7 @@ def sft_dataset_provider(config: RunConfig, parallel: ParallelState) -> TrainDat
                f"({counts['truncated']} truncated to --seq-length {config.training.seq_length}); "
                f"{train_iters} iterations of {gbs} samples ({train_iters * gbs / counts['samples']:.2f} epochs), "
                f"{'packed' if config.data.packing else 'padded'} into {min(rows)}-{max(rows)} rows per step "
-               f"({sum(rows) / len(rows):.1f} on average; {config.training.micro_batch_size} per micro-batch "
+               f"({sum(rows) / len(rows):.1f} on average; up to {config.training.micro_batch_size} per micro-batch "
                f"and rank)" + (f"; {len(valid.records)} validation samples" if valid is not None else ""))
     return TrainData(train_dataset=train, valid_dataset=valid, train_iters=train_iters, summary=summary,
                      num_workers=config.data.num_workers, loader_builder=build_sft_loader, yields_steps=True)

@@ -20,8 +20,8 @@ run across an epoch boundary), and each step's samples are placed into rows on t
 - **padding**: one sample per row, padded.
 
 A step's row count is then padded with empty rows (no sample, loss mask 0) to a multiple of
-``rows_multiple`` (micro-batch size × data-parallel size), so every rank runs the same number of
-micro-batches; how many micro-batches a step has varies with how its samples pack. Every row carries
+``rows_multiple`` (the data-parallel size), so every rank gets the same share of rows and runs the
+same number of micro-batches; how many varies with how the step's samples pack. Every row carries
 ``num_samples``, which the trainer sums to log the samples each step consumed. The loss stays the
 token mean over the step's response tokens (the trainer counts them across micro-batches and ranks).
 
@@ -179,8 +179,8 @@ class SFTDataset(torch.utils.data.Dataset):
         records: which records (0 .. ``num_records - 1``) this dataset draws from, e.g. a train split.
         samples_per_step: samples of one optimizer step (``--global-batch-size``); ``None``: a whole
             epoch is one step.
-        rows_multiple: each step's row count is padded with empty rows to a multiple of this
-            (``micro_batch_size × data-parallel size``), so every rank runs the same micro-batches.
+        rows_multiple: each step's row count is padded with empty rows to a multiple of this (the
+            data-parallel size), so every rank gets as many rows.
         num_epochs: passes over ``records`` planned at construction (``add_epoch`` plans more).
     """
 
@@ -254,7 +254,7 @@ class SFTDataset(torch.utils.data.Dataset):
             items = samples[items]
         else:
             row_ptr, items = np.arange(len(samples) + 1, dtype=np.int64), samples
-        empty = -(len(row_ptr) - 1) % self.rows_multiple  # rows that only pad the step to full micro-batches
+        empty = -(len(row_ptr) - 1) % self.rows_multiple  # rows that only even out the ranks' shares
         row_ptr = np.concatenate([row_ptr, np.full(empty, row_ptr[-1], dtype=np.int64)])
         self._row_ptrs.append(row_ptr)
         self._row_items.append(items)

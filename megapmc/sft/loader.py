@@ -1,8 +1,8 @@
 """The instruction-tuning loader: whole optimizer steps of a fixed number of samples, split by DP rank.
 
-``SFTDataset`` plans each step's samples into a variable number of rows (a multiple of micro-batch size
-× data-parallel size). ``SFTStepSampler`` gives rank ``r`` its contiguous share of every step's rows as
-micro-batches of row indices; ``SFTStepLoader`` hands the trainer one step at a time, as the list of
+``SFTDataset`` plans each step's samples into a variable number of rows (a multiple of the data-parallel
+size). ``SFTStepSampler`` gives rank ``r`` its contiguous share of every step's rows as micro-batches of
+``micro_batch_size`` rows, the last one of a step possibly shorter (every rank runs the same number); ``SFTStepLoader`` hands the trainer one step at a time, as the list of
 that rank's micro-batches, so the trainer runs as many micro-batches as the step needs. Resuming from
 ``consumed_samples`` starts at step ``consumed_samples / samples_per_step``.
 """
@@ -35,16 +35,16 @@ class SFTStepSampler:
 
     def __init__(self, dataset: SFTDataset, first_step: int, micro_batch_size: int, data_parallel_rank: int,
                  data_parallel_size: int):
-        if dataset.rows_multiple % (micro_batch_size * data_parallel_size):
-            raise ValueError(f"the dataset pads steps to multiples of {dataset.rows_multiple} rows, not of "
-                             f"micro_batch_size {micro_batch_size} x data-parallel size {data_parallel_size}")
+        if dataset.rows_multiple % data_parallel_size:
+            raise ValueError(f"the dataset pads steps to multiples of {dataset.rows_multiple} rows, not of the "
+                             f"data-parallel size {data_parallel_size}")
         self.dataset, self.first_step = dataset, first_step
         self.micro_batch_size, self.rank, self.size = micro_batch_size, data_parallel_rank, data_parallel_size
 
     def micro_batches_per_step(self) -> Iterator[int]:
         for step in range(self.first_step, self.dataset.num_steps):
             first, last = self.dataset.step_rows(step)
-            yield (last - first) // (self.micro_batch_size * self.size)
+            yield -(-(last - first) // self.size // self.micro_batch_size)  # ceil: a shorter last one
 
     def __len__(self) -> int:
         return sum(self.micro_batches_per_step())
@@ -56,7 +56,7 @@ class SFTStepSampler:
             share = (last - first) // self.size
             begin = first + self.rank * share
             for start in range(begin, begin + share, mbs):
-                yield list(range(start, start + mbs))
+                yield list(range(start, min(start + mbs, begin + share)))
 
 
 class SFTStepLoader:
