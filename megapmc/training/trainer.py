@@ -271,7 +271,7 @@ class Trainer:
             step = next(it, None)
             return None if step is None else [self._prepare(b) for b in step]
         batches = [next(it, None) for _ in range(self.num_micro_batches)]
-        return None if batches[0] is None else [self._prepare(b) for b in batches if b is not None]
+        return None if any(b is None for b in batches) else [self._prepare(b) for b in batches]
 
     def _global_counts(self, micro_batches: list[dict]) -> tuple[torch.Tensor, int, int]:
         """Target tokens, samples and rows of the whole global batch (all micro-batches, all DP ranks)."""
