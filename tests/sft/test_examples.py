@@ -9,7 +9,7 @@ import pytest
 from megapmc.sft.preprocess import PreprocessConfig, preprocess_sft
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ["examples/finetune_pmc_13b.sh", "examples/finetune_tiny_cpu.sh"]
+SCRIPTS = ["examples/finetune_pmc_13b.sh", "examples/finetune_tiny_cpu.sh", "examples/finetune_task_specific.sh"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
