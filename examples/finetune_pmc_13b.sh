@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # PMC-LLaMA stage 2, instruction tuning: the knowledge-injected LLaMA-13B (stage 1) tuned on MedC-I with the
-# loss on the response only; 3 epochs, global batch 256, seq 2048, lr 2e-5 (cosine, 3% warmup), bf16,
-# packed samples (attention kept inside each); one node of 8 A100-80GB.
+# loss on the response only; 3 epochs, global batch 256 SAMPLES per optimizer step (packed into as few rows
+# of 2048 tokens as they need, attention kept inside each sample; the loss is the token mean over the
+# step's response tokens), lr 2e-5 (cosine, 3% warmup), bf16; one node of 8 A100-80GB. The log's
+# `samples` field shows the 256 each step consumed; MBS counts packed rows per rank (memory only).
 #
 # Layout: TP=2 x DP=4, distributed optimizer, full recompute. Per GPU: bf16 weights 13 GB + fp32 main
 # grads 26 GB + fp32 master weights and Adam moments 78 GB / DP 4 = 19.5 GB, about 59 GB before
 # activations; TP=1 does not fit (weights + grads alone are 78 GB). Override with TP=..., MBS=....
 #
 # Data, built once (see tools/build_instruction_data.py --help for every source):
-#   python tools/build_instruction_data.py --output medc_i.jsonl --conversations ... --medqa ... \
-#       --medmcqa ... --pubmedqa ... --rationales ... --umls-dir META --tokenizer-model tokenizer.model
+#   python tools/build_instruction_data.py --output medc_i.jsonl --conversations ... --instruction-pool ... \
+#       --medqa US/4_options/phrases_no_exclude_train.jsonl --medmcqa train.json --pubmedqa ori_pqaa.json \
+#       --rationales ... --umls-dir META --tokenizer-model tokenizer.model
+#   (or --medc-i release.json: the released MedC-I, taken byte for byte)
 #   python tools/preprocess_sft.py --input medc_i.jsonl --tokenizer-model tokenizer.model \
 #       --output-prefix data/medc_i --redraw-epochs 3 --workers 16
 #

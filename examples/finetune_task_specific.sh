@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
-# PMC-LLaMA's task-specific fine-tuning setting: instruction-tune a checkpoint on the combined TRAINING
-# sets of MedQA-USMLE, MedMCQA and PubMedQA (rationale-QA records, answer then rationale), check that no
-# test question leaked into that data, then evaluate the result on the three test sets.
+# PMC-LLaMA's task-specific fine-tuning setting: fine-tune a checkpoint on each benchmark's own TRAINING
+# set (MedQA-USMLE 4-option train, MedMCQA train, PubMedQA PQA-A `ori_pqaa.json`), answers only (no
+# rationale), with the very prompt the evaluation asks (`--answers-only`: the instruction and the
+# question/options rendering of megapmc/sft/template.py, which tools/evaluate.py --mode generate uses);
+# check that no test question leaked into that data; then evaluate on the three test sets.
 #
-#   1. tools/build_instruction_data.py   train splits (original files) -> instruction JSONL
+#   1. tools/build_instruction_data.py --answers-only   train splits (original files) -> instruction JSONL
 #   2. tools/check_contamination.py      13-gram overlap of that JSONL with the test sets (expect 0)
-#   3. tools/preprocess_sft.py           tokens + loss masks
-#   4. python -m megapmc.finetune        instruction tuning (loss on the responses only)
+#   3. tools/preprocess_sft.py           tokens + loss masks (the response tokenised after the prompt)
+#   4. python -m megapmc.finetune        steps of GLOBAL_BATCH samples, loss on the answers only
 #   5. tools/evaluate.py --load          generation (the paper's setting) and log-likelihood
 #
 # The defaults run on the CPU in a few minutes: the handmade benchmark items shipped with megapmc and
-# the tiny model. For the paper's run set BENCH_DIR to the original files (layout in tools/evaluate.py),
-# MODEL=llama-13b, PRETRAINED_CKPT, TOKENIZER_MODEL, TP=8 and the batch/LR variables below.
+# the tiny model (the shipped benchmark sample has no PQA-A file; megapmc/sample_data/sft's stands in).
+# For the paper's run set BENCH_DIR to the original files (layout in tools/evaluate.py, plus
+# pubmedqa/ori_pqaa.json), MODEL=llama-13b, PRETRAINED_CKPT, TOKENIZER_MODEL, TP=8 and the batch/LR below.
 #
 # Environment (all optional):
 #   RUN_DIR          output directory (default runs/finetune_task_specific); a rerun resumes its checkpoints
 #   BENCH_DIR        original benchmark files (default megapmc/sample_data/benchmarks)
+#   PUBMEDQA_TRAIN   PubMedQA's PQA-A (default $BENCH_DIR/pubmedqa/ori_pqaa.json)
 #   PRETRAINED_CKPT  megapmc checkpoint to start from (needs TOKENIZER_MODEL); default: random tiny model
 #   TOKENIZER_MODEL  SentencePiece model (default: one trained here on the embedded pretraining samples)
-#   RATIONALES       teacher rationales, JSON lines {id, rationale} (megapmc/sft/sources/rationale_qa.py)
-#   MODEL TP SEQ_LENGTH MICRO_BATCH GLOBAL_BATCH LR TRAIN_EPOCHS   (default tiny 1 512 2 8 3e-3 4)
-#   MAX_NEW_TOKENS   generation budget at evaluation (default 32; answers come first, rationales after)
+#   MODEL TP SEQ_LENGTH MICRO_BATCH GLOBAL_BATCH LR TRAIN_EPOCHS   (default tiny 1 512 2 8 3e-3 4);
+#                    GLOBAL_BATCH counts samples per optimizer step, MICRO_BATCH packed rows per rank
+#   MAX_NEW_TOKENS   generation budget at evaluation (default 32: the answer line is all it is trained to say)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,14 +45,16 @@ mkdir -p "$RUN_DIR/data"
 source examples/cpu_common.sh  # cwd is the repository root (cd above)
 sample_tokenizer finetune_task_specific.sh "$RUN_DIR" 1000
 
-# 1. The three training splits, test PMIDs of PubMedQA left out (ori_pqal.json holds both).
-BUILD=(--output "$RUN_DIR/data/task_specific.jsonl"
-       --medqa "$BENCH_DIR/medqa/US/4_options/phrases_no_exclude_train.jsonl"
-       --medmcqa "$BENCH_DIR/medmcqa/train.json"
-       --pubmedqa "$BENCH_DIR/pubmedqa/ori_pqal.json" --pubmedqa-exclude "$BENCH_DIR/pubmedqa/test_ground_truth.json"
-       --tokenizer-model "$TOKENIZER_MODEL" --no-progress-bar)
-if [[ -n "${RATIONALES:-}" ]]; then BUILD+=(--rationales "$RATIONALES"); fi
-python tools/build_instruction_data.py "${BUILD[@]}"
+# 1. The three training splits, answers only, each row's prompt exactly the evaluation's.
+PUBMEDQA_TRAIN=${PUBMEDQA_TRAIN:-$BENCH_DIR/pubmedqa/ori_pqaa.json}
+if [[ ! -f "$PUBMEDQA_TRAIN" && "$BENCH_DIR" == megapmc/sample_data/benchmarks ]]; then
+    PUBMEDQA_TRAIN=megapmc/sample_data/sft/pubmedqa_ori_pqaa.json
+fi
+[[ -f "$PUBMEDQA_TRAIN" ]] || { echo "finetune_task_specific.sh: $PUBMEDQA_TRAIN not found; PubMedQA's training set is PQA-A (ori_pqaa.json), set PUBMEDQA_TRAIN" >&2; exit 2; }
+python tools/build_instruction_data.py --output "$RUN_DIR/data/task_specific.jsonl" --answers-only \
+    --medqa "$BENCH_DIR/medqa/US/4_options/phrases_no_exclude_train.jsonl" \
+    --medmcqa "$BENCH_DIR/medmcqa/train.json" --pubmedqa "$PUBMEDQA_TRAIN" \
+    --tokenizer-model "$TOKENIZER_MODEL" --no-progress-bar
 
 # 2. Would a test question be in the training data? The table goes to the console and the run directory.
 python tools/check_contamination.py --train "$RUN_DIR/data/task_specific.jsonl" --data-dir "$BENCH_DIR" \

@@ -11,7 +11,7 @@
 #                    tiny model starts from random weights (a notice says so).
 #   TOKENIZER_MODEL  SentencePiece model; default: one trained here on the embedded pretraining samples
 #   TP               tensor-parallel size (default 1; >1 runs that many gloo processes under torchrun)
-#   TRAIN_EPOCHS     passes over the instruction samples (default 6)
+#   TRAIN_EPOCHS     passes over the instruction samples (default 6; a step is 8 samples, packed into rows)
 # Extra arguments are passed on to `python -m megapmc.finetune`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +39,7 @@ python tools/preprocess_sft.py --input "$RUN_DIR/data/medc_i.jsonl" --tokenizer-
 ARGS=(
     --model tiny --tokenizer-model "$TOKENIZER_MODEL" --tensor-model-parallel-size "$TP"
     --data-path "$RUN_DIR/data/medc_i" --packing --num-workers 0
-    --max-position-embeddings 512 --seq-length 512 --micro-batch-size 2 --global-batch-size 4
+    --max-position-embeddings 512 --seq-length 512 --micro-batch-size 2 --global-batch-size 8
     --train-epochs "$TRAIN_EPOCHS"
     --lr 3e-3 --min-lr 3e-4 --lr-decay-style cosine --lr-warmup-iters 2 --weight-decay 0.0 --clip-grad 1.0
     --save "$RUN_DIR/checkpoints" --load "$RUN_DIR/checkpoints" --save-interval 20 --keep-last-checkpoints 2

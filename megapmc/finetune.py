@@ -4,8 +4,10 @@ The flags are the trainer's (Megatron's names, see ``megapmc.training.arguments`
 data below. ``--data-path`` is the prefix written by ``tools/preprocess_sft.py``. The run starts from a
 pretrained or converted checkpoint, either Megatron's way (``--load CKPT --finetune``: weights only) or
 resumably (``--pretrained-checkpoint CKPT --load RUN --save RUN``: the weights seed the first start,
-later starts resume RUN). ``--train-epochs`` counts passes over the instruction samples; each epoch is
-shuffled and packed afresh, so the iterations follow from the packed rows.
+later starts resume RUN). ``--global-batch-size`` counts instruction SAMPLES: every step consumes exactly
+that many, packed into as few rows of ``--seq-length`` as they need, and ``--micro-batch-size`` counts
+rows (memory). ``--train-epochs`` counts passes over the samples: ``ceil(epochs × samples / global batch)``
+iterations.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import sys
 
 from megapmc.parallel.state import ParallelState
 from megapmc.sft.dataset import SFTDataConfig, SFTDataset, read_metadata, split_samples
+from megapmc.sft.loader import build_sft_loader
 from megapmc.training.config import RunConfig
 from megapmc.training.trainer import TrainData
 
@@ -42,11 +45,14 @@ def sft_data_config(args: argparse.Namespace) -> SFTDataConfig:
                          valid_fraction=args.valid_fraction, num_workers=args.num_workers)
 
 
-def build_sft_datasets(config: RunConfig) -> tuple[SFTDataset, SFTDataset | None, int]:
+def build_sft_datasets(config: RunConfig, data_parallel_size: int = 1) -> tuple[SFTDataset, SFTDataset | None, int]:
     """The train and validation datasets and the number of iterations of the run.
 
-    With ``--train-epochs E`` the run is ``ceil(rows of E epochs / global batch)`` iterations (a
-    fractional last epoch counts its share of rows); the dataset is planned far enough to fill them.
+    A step consumes ``--global-batch-size`` samples, packed into as few rows as they need (padded to a
+    multiple of ``data_parallel_size`` rows; each rank runs its share in micro-batches of up to
+    ``--micro-batch-size`` rows). With ``--train-epochs E`` the run is
+    ``ceil(E × training samples / global batch)`` iterations; the dataset plans epochs until every
+    iteration has its samples.
     """
     data: SFTDataConfig = config.data
     tcfg = config.training
@@ -55,41 +61,38 @@ def build_sft_datasets(config: RunConfig) -> tuple[SFTDataset, SFTDataset | None
         raise ValueError(f"--data-path {data.data_prefix} was tokenised with {meta['vocab_size']} ids but the "
                          f"model has vocab_size {config.model.vocab_size}; use the same --tokenizer-model")
     train_records, valid_records = split_samples(meta["num_records"], data.valid_fraction, tcfg.seed)
-    common = dict(seq_length=tcfg.seq_length, seed=tcfg.seed, packing=data.packing,
+    gbs = tcfg.global_batch_size
+    common = dict(seq_length=tcfg.seq_length, seed=tcfg.seed, packing=data.packing, samples_per_step=gbs,
+                  rows_multiple=data_parallel_size,
                   min_prompt_tokens=data.min_prompt_tokens, max_open_rows=data.max_open_rows)
     train = SFTDataset(data.data_prefix, records=train_records, num_epochs=1, **common)
-    gbs = tcfg.global_batch_size
     if tcfg.train_iters is not None:
         train_iters = tcfg.train_iters
     else:
-        while train.num_epochs < math.ceil(tcfg.train_epochs):
-            train.add_epoch()
-        whole = int(tcfg.train_epochs)
-        rows = sum(train.rows_in_epoch(e) for e in range(whole))
-        if tcfg.train_epochs > whole:
-            rows += math.ceil((tcfg.train_epochs - whole) * train.rows_in_epoch(whole))
-        train_iters = max(1, math.ceil(rows / gbs))
-    while len(train) < train_iters * gbs:  # the last batch may reach into the next epoch
+        train_iters = max(1, math.ceil(tcfg.train_epochs * len(train_records) / gbs))
+    while train.num_steps < train_iters:
         train.add_epoch()
     valid = None
     if len(valid_records):
         valid = SFTDataset(data.data_prefix, records=valid_records, num_epochs=1, **common)
-        while len(valid) < tcfg.eval_iters * gbs:  # evaluation reads eval_iters global batches
+        while valid.num_steps < tcfg.eval_iters:  # evaluation reads eval_iters steps
             valid.add_epoch()
     return train, valid, train_iters
 
 
 def sft_dataset_provider(config: RunConfig, parallel: ParallelState) -> TrainData:
-    train, valid, train_iters = build_sft_datasets(config)
+    train, valid, train_iters = build_sft_datasets(config, parallel.dp_size)
     counts = train.truncation_counts()
-    rows = [train.rows_in_epoch(e) for e in range(train.num_epochs)]
+    gbs = config.training.global_batch_size
+    rows = [train.step_rows(k)[1] - train.step_rows(k)[0] for k in range(train_iters)]
     summary = (f"instruction data {config.data.data_prefix}: {counts['samples']} training samples "
-               f"({counts['truncated']} truncated to --seq-length {config.training.seq_length}), "
-               f"{'packed' if config.data.packing else 'padded'} into {rows} rows per epoch; "
-               f"{train_iters} iterations of {config.training.global_batch_size} rows"
-               + (f"; {len(valid.records)} validation samples" if valid is not None else ""))
+               f"({counts['truncated']} truncated to --seq-length {config.training.seq_length}); "
+               f"{train_iters} iterations of {gbs} samples ({train_iters * gbs / counts['samples']:.2f} epochs), "
+               f"{'packed' if config.data.packing else 'padded'} into {min(rows)}-{max(rows)} rows per step "
+               f"({sum(rows) / len(rows):.1f} on average; up to {config.training.micro_batch_size} per micro-batch "
+               f"and rank)" + (f"; {len(valid.records)} validation samples" if valid is not None else ""))
     return TrainData(train_dataset=train, valid_dataset=valid, train_iters=train_iters, summary=summary,
-                     num_workers=config.data.num_workers)
+                     num_workers=config.data.num_workers, loader_builder=build_sft_loader, yields_steps=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

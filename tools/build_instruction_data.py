@@ -3,10 +3,10 @@
 
     python tools/build_instruction_data.py --output medc_i.jsonl \\
         --conversations chatdoctor.json medalpaca.json --instruction-pool instruction_pool.json \\
-        --medqa US/train.jsonl --medmcqa train.json --pubmedqa ori_pqaa.json ori_pqal.json \\
-        --pubmedqa-exclude test_ground_truth.json --rationales rationales.jsonl \\
+        --medqa US/4_options/phrases_no_exclude_train.jsonl --medmcqa train.json --pubmedqa ori_pqaa.json \\
+        --rationales rationales.jsonl \\
         --umls-dir 2023AA/META --umls-max-per-relation 2000 \\
-        --medc-i release/medc_i.json --cap umls=100000 --weight conversations=1.5 --tokenizer-model tokenizer.model
+        --medc-i release.json --cap umls=100000 --weight conversations=1.5 --tokenizer-model tokenizer.model
 
 Writes OUT, OUT.summary.json (records and tokens per source, bad records with file:line) and, with an
 instruction pool, OUT.pools.json (for per-epoch redraws in tools/preprocess_sft.py). File formats are
@@ -40,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="instruction JSONL to write")
     p.add_argument("--conversations", nargs="+", default=[], help="ChatDoctor/MedAlpaca-style JSON or JSONL")
     p.add_argument("--instruction-pool", help="paraphrases of the seed instructions (text lines or JSON)")
-    p.add_argument("--medqa", nargs="+", default=[], help="MedQA-USMLE train split (JSONL)")
+    p.add_argument("--medqa", nargs="+", default=[],
+                   help="MedQA-USMLE train split (JSONL; the 4-option US/4_options/phrases_no_exclude_train.jsonl)")
     p.add_argument("--medmcqa", nargs="+", default=[], help="MedMCQA train split (JSON lines)")
     p.add_argument("--medmcqa-cop-base", type=int, choices=(0, 1), help="default: detected per file")
-    p.add_argument("--pubmedqa", nargs="+", default=[], help="PubMedQA ori_pqal.json / ori_pqaa.json")
+    p.add_argument("--pubmedqa", nargs="+", default=[], help="PubMedQA ori_pqaa.json (PQA-A, the training set)")
     p.add_argument("--pubmedqa-exclude", nargs="+", default=[], help="split files whose PMIDs to leave out")
     p.add_argument("--rationales", nargs="+", default=[], help="teacher rationales: JSONL {id, rationale}")
     p.add_argument("--umls-dir", help="directory with MRCONSO.RRF, MRDEF.RRF, MRREL.RRF")
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--umls-relations", nargs="+", help="only these relation types (RELA, or PAR/CHD/RB/RN)")
     p.add_argument("--umls-sources", nargs="+", help="only these UMLS source vocabularies (SAB)")
     p.add_argument("--umls-max-srl", type=int, help="only names of sources with this license level or lower")
-    p.add_argument("--medc-i", nargs="+", default=[], help="released MedC-I JSON array, merged as is")
+    p.add_argument("--medc-i", nargs="+", default=[], help="released MedC-I (release.json), merged byte for byte")
+    p.add_argument("--answers-only", action="store_true",
+                   help="task-specific fine-tuning: short-answer rows only, each with the evaluation's prompt")
     p.add_argument("--cap", nargs="+", default=[], metavar="SOURCE=N", help="at most N records of SOURCE")
     p.add_argument("--weight", nargs="+", default=[], metavar="SOURCE=W", help="repeat (W>1) or subsample (W<1)")
     p.add_argument("--tokenizer-model", help="count tokens per source in the summary")
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                             max_srl=args.umls_max_srl, seed=args.seed,
                             progress=not args.no_progress_bar),
             medc_i=args.medc_i, caps=_pairs(args.cap, "--cap", int), weights=_pairs(args.weight, "--weight", float),
-            seed=args.seed, strict=args.strict)
+            answers_only=args.answers_only, seed=args.seed, strict=args.strict)
     except (ValueError, FileNotFoundError) as e:
         p.error(str(e))
     tokenizer = None

@@ -34,7 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, help="first N test items of each task")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=64, help="generate mode")
+    p.add_argument("--max-new-tokens", type=int, default=1000,
+                   help="generate mode: stops at EOS; 1000 as PMC-LLaMA's released inference, room for a rationale")
     p.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: bf16 on CUDA, fp32 on the CPU")
     p.add_argument("--seed", type=int, default=1234, help="few-shot sampling seed")
     p.add_argument("--medmcqa-cop-base", type=int, choices=(0, 1),

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{summary.records} records → {summary.samples} samples ({summary.redrawn_samples} redrawn), "
           f"{summary.tokens} tokens of which {summary.response_tokens} response; length max {summary.max_length}, "
           f"{summary.length_percentiles}")
+    if summary.separately_encoded:
+        print(f"{summary.separately_encoded} samples: a token spans the prompt/response boundary, so their response "
+              f"was encoded on its own (the prompt keeps the ids generation feeds)")
     if summary.bad_records:
         print(f"{summary.bad_records} bad records skipped, e.g.:\n" + "\n".join(f"  {m}" for m in summary.problems))
     return 0

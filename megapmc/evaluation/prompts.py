@@ -53,10 +53,10 @@ def text_choices(item: MultipleChoiceItem) -> list[str]:
 
 
 def instruction_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    """The Alpaca prompt holding PMC-LLaMA's question format, ending with ``### Response:``."""
+    """The Alpaca prompt holding PMC-LLaMA's question format, ending with ``### Response:``: the very
+    string instruction tuning trained on (``megapmc.sft.template.mcq_prompt`` owns it)."""
     context = " ".join(item.contexts) if item.contexts else None
-    options = dict(zip(item.letters, item.texts))
-    return template.build_prompt(instruction, template.format_mcq_input(item.question, options, context))
+    return template.mcq_prompt(item.question, dict(zip(item.letters, item.texts)), context, instruction)
 
 
 def instruction_response(item: MultipleChoiceItem) -> str:

@@ -2,20 +2,22 @@
 
 Output records are ``{"instruction", "input", "output", "source", "id"}`` (plus ``instruction_pool`` for
 records whose instruction was drawn from a pool). Next to ``OUT.jsonl`` the build writes
-``OUT.summary.json`` (records and tokens per source, bad records) and, when conversations used pools,
+``OUT.summary.json`` (records and tokens per source, bad records) and, when instructions came from pools,
 ``OUT.pools.json`` so the instruction drawing can be redone per epoch when the data is tokenised.
 
 Per source, in order: bad items are logged (``Problems``); a **cap** keeps a seeded sample of at most N
 records (by a hash of the record id, so the same records whatever the file order); a **weight** ``w``
 writes each kept record ``floor(w)`` times plus once more with probability ``w - floor(w)`` (again by
-a seeded hash); a repeated conversation record gets a fresh instruction draw. The sources are finally
-interleaved at random (seeded) in proportion to their sizes, so any prefix of the file is a mixture.
+a seeded hash); a repeated pooled record gets a fresh instruction draw. The benchmark sources write a
+short-answer row and a rationale row per question (``megapmc.sft.sources.rationale_qa``), whose
+instructions are drawn from a pool too when ``--instruction-pool`` has one keyed by the benchmark
+instruction (as the release's paraphrased rows of one question). The sources are finally interleaved at random (seeded) in proportion to their sizes, so any prefix of the file is a mixture.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from typing import Callable, Iterable, Iterator
 from tqdm import tqdm
 
 from megapmc.sft.sources.common import BottomK, InstructionRecord, Problems, stable_hash
-from megapmc.sft.sources.conversations import InstructionPools, load_conversations
+from megapmc.sft.sources.conversations import DEFAULT_POOL, InstructionPools, load_conversations
 from megapmc.sft.sources.medc_i import load_medc_i
 from megapmc.sft.sources.rationale_qa import (
     load_medmcqa,
@@ -36,6 +38,7 @@ from megapmc.sft.sources.rationale_qa import (
 )
 from megapmc.sft.sources.umls import UmlsConfig, load_umls
 from megapmc.sft.template import build_prompt
+from megapmc.utils.io import replace, temp_path, write_json_atomic
 
 SOURCES = ("conversations", "medqa", "medmcqa", "pubmedqa", "umls", "medc_i")
 
@@ -57,6 +60,9 @@ class BuildConfig:
     medc_i: list[str] = field(default_factory=list)
     caps: dict[str, int] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
+    # Task-specific fine-tuning: the benchmarks' short-answer rows alone, each with the evaluation's own
+    # instruction (no rationale rows, no paraphrase draws).
+    answers_only: bool = False
     seed: int = 1234
     strict: bool = False
 
@@ -69,8 +75,10 @@ class BuildConfig:
                     raise ValueError(f"--{kind} {name}={value}: must be >= 0")
         if self.rationales and not (self.medqa or self.medmcqa or self.pubmedqa):
             raise ValueError("--rationales needs at least one of --medqa, --medmcqa, --pubmedqa")
-        if self.instruction_pool and not self.conversations:
-            raise ValueError("--instruction-pool needs --conversations")
+        if self.instruction_pool and not (self.conversations or self.medqa or self.medmcqa or self.pubmedqa):
+            raise ValueError("--instruction-pool needs --conversations or a QA source (--medqa, --medmcqa, --pubmedqa)")
+        if self.answers_only and self.rationales:
+            raise ValueError("--answers-only writes no rationale rows; drop --rationales")
         if self.medmcqa_cop_base not in (None, 0, 1):
             raise ValueError(f"--medmcqa-cop-base must be 0 or 1, got {self.medmcqa_cop_base}")
         paths = [*self.conversations, *self.medqa, *self.medmcqa, *self.pubmedqa, *self.pubmedqa_exclude,
@@ -131,6 +139,11 @@ def _source_streams(config: BuildConfig, problems: Problems, pools: InstructionP
     def chain(loader, paths, **kwargs):
         return lambda: (r for p in paths for r in loader(p, **kwargs))
 
+    def pooled(stream):  # QA rows draw their instruction from its paraphrase pool, when one is given
+        if pools is None or config.answers_only:
+            return stream
+        return lambda: draw_pooled_instructions(stream(), pools, config.seed)
+
     streams = {}
     if config.conversations:
         streams["conversations"] = chain(load_conversations, config.conversations, pools=pools,
@@ -139,16 +152,16 @@ def _source_streams(config: BuildConfig, problems: Problems, pools: InstructionP
         rationales: dict[str, str] = {}
         for path in config.rationales:
             rationales.update(load_rationales(path, problems))
+        qa = dict(rationales=rationales, problems=problems, answers_only=config.answers_only)
         if config.medqa:
-            streams["medqa"] = chain(load_medqa, config.medqa, rationales=rationales, problems=problems,
-                                     stats=stats["medqa"])
+            streams["medqa"] = pooled(chain(load_medqa, config.medqa, stats=stats["medqa"], **qa))
         if config.medmcqa:
-            streams["medmcqa"] = chain(load_medmcqa, config.medmcqa, rationales=rationales, problems=problems,
-                                       stats=stats["medmcqa"], cop_base=config.medmcqa_cop_base)
+            streams["medmcqa"] = pooled(chain(load_medmcqa, config.medmcqa, stats=stats["medmcqa"],
+                                              cop_base=config.medmcqa_cop_base, **qa))
         if config.pubmedqa:
             exclude = set().union(*(load_pubmedqa_ids(p) for p in config.pubmedqa_exclude))
-            streams["pubmedqa"] = chain(load_pubmedqa, config.pubmedqa, rationales=rationales,
-                                        problems=problems, stats=stats["pubmedqa"], exclude=exclude)
+            streams["pubmedqa"] = pooled(chain(load_pubmedqa, config.pubmedqa, stats=stats["pubmedqa"],
+                                               exclude=exclude, **qa))
     if config.umls_dir is not None:
         streams["umls"] = lambda: load_umls(config.umls_dir, config.umls, problems, stats["umls"])
     if config.medc_i:
@@ -156,18 +169,30 @@ def _source_streams(config: BuildConfig, problems: Problems, pools: InstructionP
     return streams
 
 
+def draw_pooled_instructions(records: Iterable[InstructionRecord], pools: InstructionPools,
+                             seed: int) -> Iterator[InstructionRecord]:
+    """Records whose instruction seeds a named pool get a paraphrase drawn by ``(seed, id)``, and keep the
+    pool's name so the drawing is redone per epoch; the others pass unchanged (a bare list of
+    instructions, meant for conversations, never replaces a benchmark instruction)."""
+    for record in records:
+        if record.instruction in pools.pools and record.instruction != DEFAULT_POOL:
+            record = dataclasses.replace(record, instruction=pools.draw(record.instruction, seed, record.id),
+                                         instruction_pool=record.instruction)
+        yield record
+
+
 def apply_cap(records: Iterable[InstructionRecord], cap: int | None, seed: int) -> Iterator[InstructionRecord]:
     """At most ``cap`` records, a seeded sample (all of them when ``cap`` is None).
 
-    The sample is keyed on the id and the text, so records that share an id (two files numbered alike)
-    are both eligible; an exact duplicate counts once.
+    The sample is keyed on the id and the text, so records that share an id (two files numbered alike,
+    or the release's paraphrased rows of one question) are all eligible; an exact duplicate counts once.
     """
     if cap is None:
         yield from records
         return
     sample = BottomK(cap, seed)
     for record in records:
-        sample.offer((record.id, record.input, record.output), record)
+        sample.offer((record.id, record.instruction, record.input, record.output), record)
     yield from sample.values()
 
 
@@ -190,8 +215,7 @@ def apply_weight(records: Iterable[InstructionRecord], weight: float, seed: int,
 
 def count_tokens(record: InstructionRecord, tokenizer) -> int:
     """Tokens the record will take in training: BOS + prompt + response + EOS."""
-    prompt = build_prompt(record.instruction, record.input)
-    return len(tokenizer.encode(prompt)) + len(tokenizer.encode(record.output)) + 2
+    return len(tokenizer.encode(build_prompt(record.instruction, record.input) + record.output)) + 2
 
 
 def _interleave(parts: dict[str, tuple[Path, int]], out, seed: int) -> None:
@@ -249,19 +273,15 @@ def build_instruction_data(config: BuildConfig, output: str | Path, tokenizer=No
         # Bad records of files that feed several sources (rationales) are counted under their own name.
         for name, count in problems.counts.items():
             summaries.setdefault(name, SourceSummary(bad=count))
-        tmp = output.with_name(output.name + ".tmp")
+        tmp = temp_path(output)
         with open(tmp, "w", encoding="utf-8") as out:
             _interleave(parts, out, config.seed)
         result = BuildSummary(str(output), summaries, problems.examples)
         if pools is not None:
-            pools_tmp = output.with_name(output.name + ".pools.json.tmp")
-            pools.save(pools_tmp)
-            os.replace(pools_tmp, pools_path(output))
-        summary_tmp = output.with_name(output.name + ".summary.json.tmp")
-        summary_tmp.write_text(json.dumps({**result.to_json(), "bad_record_counts": problems.counts,
-                                           "bad_records_total": problems.total}, indent=1))
-        os.replace(summary_tmp, summary_path(output))
-        os.replace(tmp, output)
+            pools.save(pools_path(output))
+        write_json_atomic(summary_path(output), {**result.to_json(), "bad_record_counts": problems.counts,
+                                                 "bad_records_total": problems.total}, indent=1)
+        replace(tmp, output)
     finally:
         for part, _ in parts.values():
             part.unlink(missing_ok=True)

@@ -10,19 +10,30 @@ lengths alone, so one preprocessed dataset serves any ``seq_length`` and nothing
 and the prompt is cut from the left (its first token, BOS, stays), down to ``min_prompt_tokens``; only
 a response that alone overflows the row is cut (at its end), and counted.
 
-- **packing** (default): samples are shuffled per epoch (seeded) and placed by best fit into rows, each
-  sample starting at position 0 (``position_ids`` restart) with its own ``segment_ids`` value so that
-  attention stays inside it; the tail of a row is padding in a segment of its own.
+**Steps.** An optimizer step consumes exactly ``samples_per_step`` samples (``--global-batch-size``),
+however they pack: the samples are shuffled per epoch (seeded), cut into consecutive steps (a step may
+run across an epoch boundary), and each step's samples are placed into rows on their own:
+
+- **packing** (default): by best fit into as few rows as they need, each sample starting at position 0
+  (``position_ids`` restart) with its own ``segment_ids`` value so that attention stays inside it; the
+  tail of a row is padding in a segment of its own.
 - **padding**: one sample per row, padded.
+
+A step's row count is then padded with empty rows (no sample, loss mask 0) to a multiple of
+``rows_multiple`` (the data-parallel size), so every rank gets the same share of rows and runs the
+same number of micro-batches; how many varies with how the step's samples pack. Every row carries
+``num_samples``, which the trainer sums to log the samples each step consumed. The loss stays the
+token mean over the step's response tokens (the trainer counts them across micro-batches and ranks).
 
 ``loss_mask[j] = response_mask[j + 1]``: label ``j`` counts only when it is a response token of the same
 sample, which also leaves out every prediction across a sample boundary (the next sample starts with
 its BOS, a prompt token).
 
-**Epochs.** Epoch ``e`` is its own shuffle and packing; when the data was preprocessed with per-epoch
-instruction redraws (``PREFIX_epochs.npy``), epoch ``e`` also takes the ``e``-th drawing of every record.
-The whole plan is computed at construction and ``dataset[i]`` depends on ``i`` alone, so resuming from
-``consumed_samples`` yields the same rows as an uninterrupted run.
+**Epochs.** Epoch ``e`` is its own shuffle; when the data was preprocessed with per-epoch instruction
+redraws (``PREFIX_epochs.npy``), epoch ``e`` also takes the ``e``-th drawing of every record. The plan
+is made at construction (``add_epoch`` extends it) and ``dataset[i]`` depends on ``i`` alone, so
+resuming from ``consumed_samples`` (a multiple of ``samples_per_step``) yields the same rows as an
+uninterrupted run.
 """
 from __future__ import annotations
 
@@ -160,22 +171,31 @@ def split_samples(num_records: int, valid_fraction: float, seed: int) -> tuple[n
 
 
 class SFTDataset(torch.utils.data.Dataset):
-    """Rows of packed (or padded) instruction samples; see the module docstring.
+    """Rows of packed (or padded) instruction samples, planned step by step; see the module docstring.
 
     Args:
         prefix: the preprocessed data (``PREFIX_tokens``, ``PREFIX_loss_mask``, ``PREFIX_sft.json``).
         seq_length: tokens a row feeds to the model (a row stores ``seq_length + 1``).
         records: which records (0 .. ``num_records - 1``) this dataset draws from, e.g. a train split.
-        num_epochs: passes over ``records``, each shuffled and packed afresh.
+        samples_per_step: samples of one optimizer step (``--global-batch-size``); ``None``: a whole
+            epoch is one step.
+        rows_multiple: each step's row count is padded with empty rows to a multiple of this (the
+            data-parallel size), so every rank gets as many rows.
+        num_epochs: passes over ``records`` planned at construction (``add_epoch`` plans more).
     """
 
     def __init__(self, prefix: str | Path, seq_length: int, records: np.ndarray | None = None,
-                 num_epochs: int = 1, seed: int = 1234, packing: bool = True, min_prompt_tokens: int = 16,
+                 samples_per_step: int | None = None, rows_multiple: int = 1, num_epochs: int = 1,
+                 seed: int = 1234, packing: bool = True, min_prompt_tokens: int = 16,
                  max_open_rows: int = 512, pad_id: int | None = None):
         if seq_length < 2:
             raise ValueError(f"seq_length must be >= 2, got {seq_length}")
         if num_epochs < 1:
             raise ValueError(f"num_epochs must be >= 1, got {num_epochs}")
+        if samples_per_step is not None and samples_per_step < 1:
+            raise ValueError(f"samples_per_step must be >= 1, got {samples_per_step}")
+        if rows_multiple < 1:
+            raise ValueError(f"rows_multiple must be >= 1, got {rows_multiple}")
         self.prefix, self.seq_length, self.packing = str(prefix), seq_length, packing
         self.min_prompt_tokens, self.seed, self._max_open_rows = min_prompt_tokens, seed, max_open_rows
         meta = read_metadata(prefix)
@@ -197,20 +217,36 @@ class SFTDataset(torch.utils.data.Dataset):
             raise ValueError(f"{epochs_path(prefix)} does not match {metadata_path(prefix)} (files from two "
                              f"preprocessing runs?); preprocess again")
         self.records = records
-        self._epoch_ptr = [0]
-        self._row_ptrs, self._row_items = [], []
+        self.samples_per_step = len(records) if samples_per_step is None else samples_per_step
+        self.rows_multiple = rows_multiple
+        self.num_epochs = 0
+        self._pending = np.zeros(0, dtype=np.int64)  # shuffled samples not yet given to a step
+        self._step_ptr = [0]  # first row of each step (global row indices)
+        self._row_ptrs, self._row_items = [], []  # per step: rows -> positions into items, sample indices
         for _ in range(num_epochs):
             self.add_epoch()
 
     @property
-    def num_epochs(self) -> int:
+    def num_steps(self) -> int:
         return len(self._row_ptrs)
 
     def add_epoch(self) -> int:
-        """Plan one more epoch; returns its number of rows."""
+        """Shuffle one more pass over the records and plan every step it completes; returns their number.
+
+        Steps run on across epochs: samples left over at an epoch's end open the next step.
+        """
         epoch = self.num_epochs
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.records))
         samples = self.epoch_samples[epoch % len(self.epoch_samples)][self.records[order]]
+        self._pending = np.concatenate([self._pending, samples])
+        self.num_epochs += 1
+        before = self.num_steps
+        while len(self._pending) >= self.samples_per_step:
+            self._plan_step(self._pending[:self.samples_per_step])
+            self._pending = self._pending[self.samples_per_step:]
+        return self.num_steps - before
+
+    def _plan_step(self, samples: np.ndarray) -> None:
         capacity = self.seq_length + 1
         if self.packing:
             lengths = truncated_length(self.tokens.sequence_lengths[samples].astype(np.int64), capacity)
@@ -218,25 +254,27 @@ class SFTDataset(torch.utils.data.Dataset):
             items = samples[items]
         else:
             row_ptr, items = np.arange(len(samples) + 1, dtype=np.int64), samples
+        empty = -(len(row_ptr) - 1) % self.rows_multiple  # rows that only even out the ranks' shares
+        row_ptr = np.concatenate([row_ptr, np.full(empty, row_ptr[-1], dtype=np.int64)])
         self._row_ptrs.append(row_ptr)
         self._row_items.append(items)
-        self._epoch_ptr.append(self._epoch_ptr[-1] + len(row_ptr) - 1)
-        return len(row_ptr) - 1
+        self._step_ptr.append(self._step_ptr[-1] + len(row_ptr) - 1)
 
-    def rows_in_epoch(self, epoch: int) -> int:
-        return self._epoch_ptr[epoch + 1] - self._epoch_ptr[epoch]
+    def step_rows(self, step: int) -> tuple[int, int]:
+        """``[first, last)``: the rows of ``step`` (a multiple of ``rows_multiple`` of them)."""
+        return self._step_ptr[step], self._step_ptr[step + 1]
 
     def __len__(self) -> int:
-        return self._epoch_ptr[-1]
+        return self._step_ptr[-1]
 
     def row_samples(self, idx: int) -> np.ndarray:
-        """Sample indices (into the stored sequences) packed in row ``idx``."""
+        """Sample indices (into the stored sequences) packed in row ``idx``; empty for a padding row."""
         if not 0 <= idx < len(self):
             raise IndexError(f"row {idx} out of range for an SFT dataset of {len(self)} rows")
-        epoch = bisect.bisect_right(self._epoch_ptr, idx) - 1
-        row = idx - self._epoch_ptr[epoch]
-        ptr = self._row_ptrs[epoch]
-        return self._row_items[epoch][ptr[row]:ptr[row + 1]]
+        step = bisect.bisect_right(self._step_ptr, idx) - 1
+        row = idx - self._step_ptr[step]
+        ptr = self._row_ptrs[step]
+        return self._row_items[step][ptr[row]:ptr[row + 1]]
 
     def sample(self, sample_idx: int) -> tuple[np.ndarray, np.ndarray, str]:
         """One stored sample, truncated to a row: ``(tokens, response_mask, truncation kind)``."""
@@ -266,6 +304,7 @@ class SFTDataset(torch.utils.data.Dataset):
             "loss_mask": torch.from_numpy(response[1:].astype(np.float32)),  # [s], aligned with tokens[1:]
             "position_ids": torch.from_numpy(positions[:-1]),  # [s]
             "segment_ids": torch.from_numpy(segments[:-1]),  # [s]
+            "num_samples": torch.tensor(len(samples), dtype=torch.int64),  # the trainer counts consumed samples
         }
 
     def truncation_counts(self) -> dict[str, int]:

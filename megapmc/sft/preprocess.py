@@ -1,8 +1,8 @@
 """Tokenise instruction JSONL into mmap datasets: tokens + response masks, one sequence per sample.
 
-A sample is ``[BOS] + encode(build_prompt(instruction, input))`` followed by ``encode(output) + [EOS]``;
-the prompt and the response are encoded separately and concatenated, so the mask (1 on response tokens
-and the EOS) falls exactly on the response and a prompt encodes the same here as in generation.
+A sample is ``[BOS] + encode(prompt + output) + [EOS]`` with ``prompt = build_prompt(instruction, input)``;
+the mask is 1 on the response tokens and the EOS, from ``len(encode(prompt))`` on (``encode_samples``), so
+the prompt encodes the same here as in generation and the response is what the model generates after it.
 
 Files, all written under temporary names and renamed when complete (``PREFIX_sft.json`` last: a prefix
 without it is unfinished and is refused by the loader):
@@ -16,7 +16,6 @@ without it is unfinished and is refused by the loader):
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from megapmc.sft.dataset import (
 from megapmc.sft.sources.common import Problems, iter_jsonl, require_str
 from megapmc.sft.sources.conversations import InstructionPools
 from megapmc.sft.template import build_prompt
+from megapmc.utils.io import atomic_open, write_json_atomic
 
 
 @dataclass
@@ -72,6 +72,7 @@ class PreprocessSummary:
     tokens: int = 0
     response_tokens: int = 0
     redrawn_samples: int = 0
+    separately_encoded: int = 0  # samples whose response could not be encoded as the prompt's continuation
     max_length: int = 0
     length_percentiles: dict[str, int] = field(default_factory=dict)
     bad_records: int = 0
@@ -102,21 +103,35 @@ def _records(path: str, problems: Problems) -> Iterator[_Record]:
 
 
 def encode_samples(prompts: list[str], responses: list[str], tokenizer,
-                   workers: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(tokens, response_mask)`` per prompt/response pair (BOS + prompt, response + EOS)."""
+                   workers: int = 1) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """``(tokens, response_mask)`` per prompt/response pair, and how many pairs fell back (see below).
+
+    A sample is BOS + ``encode(prompt + response)`` + EOS, its mask 1 from ``len(encode(prompt))`` on:
+    the response is tokenised as the continuation of the prompt, as the model produces it after the
+    encoded prompt at inference (a response encoded alone would start with a word-start piece, e.g.
+    ``▁###``, that never follows ``### Response:``). When the joint encoding does not begin with the
+    prompt's own tokens (a piece spanning the boundary), the prompt keeps its own encoding and the
+    response is encoded alone; those pairs are counted.
+    """
     if tokenizer.eos_id is None:
         raise ValueError(f"{tokenizer!r} has no EOS token; instruction tuning ends every response with EOS")
     bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
     prompt_ids = tokenizer.encode_batch(prompts, num_threads=workers)
-    response_ids = tokenizer.encode_batch(responses, num_threads=workers)
-    out = []
-    for p, r in zip(prompt_ids, response_ids):
+    joint_ids = tokenizer.encode_batch([p + r for p, r in zip(prompts, responses)], num_threads=workers)
+    out, fallbacks = [], 0
+    for p, joint, response in zip(prompt_ids, joint_ids, responses):
+        p, joint = list(p), list(joint)
+        if joint[:len(p)] == p and len(joint) > len(p):
+            r = joint[len(p):]
+        else:
+            fallbacks += 1
+            r = list(tokenizer.encode(response))
         n_prompt, n_response = len(bos) + len(p), len(r) + 1
         tokens = np.fromiter([*bos, *p, *r, tokenizer.eos_id], dtype=np.int64, count=n_prompt + n_response)
         mask = np.zeros(n_prompt + n_response, dtype=np.uint8)
         mask[n_prompt:] = 1
         out.append((tokens, mask))
-    return out
+    return out, fallbacks
 
 
 def _batches(records: Iterator[_Record], size: int) -> Iterator[list[_Record]]:
@@ -142,7 +157,9 @@ def preprocess_sft(config: PreprocessConfig, tokenizer, progress: bool = True) -
     pooled: list[_Record] = []  # records drawn from a pool, redrawn per epoch
     pooled_index: list[int] = []
 
-    def write(builders, samples):
+    def write(builders, encoded):
+        samples, fallbacks = encoded
+        summary.separately_encoded += fallbacks
         sizes = np.fromiter((len(t) for t, _ in samples), dtype=np.int64, count=len(samples))
         masks = np.concatenate([m for _, m in samples])
         builders[0].add_documents(np.concatenate([t for t, _ in samples]), sizes)  # one C++ call per batch
@@ -182,9 +199,6 @@ def preprocess_sft(config: PreprocessConfig, tokenizer, progress: bool = True) -
         tok_b.finalize()
         mask_b.finalize()
 
-    if config.redraw_epochs > 1:
-        with open(f"{tmp}_epochs.npy.tmp", "wb") as f:
-            np.save(f, draws)
     summary.max_length = max(lengths)
     summary.length_percentiles = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)}
     summary.bad_records, summary.problems = problems.total, problems.examples
@@ -207,10 +221,9 @@ def preprocess_sft(config: PreprocessConfig, tokenizer, progress: bool = True) -
         os.replace(tokens_prefix(tmp) + suffix, tokens_prefix(prefix) + suffix)
         os.replace(loss_mask_prefix(tmp) + suffix, loss_mask_prefix(prefix) + suffix)
     if config.redraw_epochs > 1:
-        os.replace(f"{tmp}_epochs.npy.tmp", epochs_path(prefix))
+        with atomic_open(epochs_path(prefix), "wb") as f:
+            np.save(f, draws)
     else:
         epochs_path(prefix).unlink(missing_ok=True)
-    meta_tmp = Path(f"{tmp}_sft.json")
-    meta_tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(meta_tmp, metadata_path(prefix))
+    write_json_atomic(metadata_path(prefix), meta, indent=1)
     return summary

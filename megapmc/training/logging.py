@@ -33,6 +33,7 @@ class IterationStats:
     skipped: bool
     num_tokens: int  # tokens processed this iteration, all ranks
     elapsed_s: float
+    samples: int | None = None  # samples this iteration consumed, all ranks (logged as consumed_samples grows)
 
 
 def peak_memory_gib() -> float:
@@ -104,6 +105,8 @@ class TrainingLogger:
             "lr": stats.lr, "grad_norm": stats.grad_norm, "skipped": stats.skipped,
             "iter_time_s": stats.elapsed_s, **self.throughput([stats]), "time": time.time(),
         }
+        if stats.samples is not None:
+            record["samples"] = stats.samples
         if self._metrics is not None:
             self._write(record)
         if self._writer is not None:

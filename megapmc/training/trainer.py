@@ -5,7 +5,10 @@ resumes from ``--load`` when there is something to resume, and runs ``train_iter
 datasets are injected: pretraining passes the blended 15:4:1 datasets, instruction tuning its packed
 SFT datasets (items with ``loss_mask``, ``position_ids``, ``segment_ids``).
 
-One iteration = one global batch = ``num_micro_batches`` micro-batches per DP rank. The loss is
+One iteration = one global batch = ``num_micro_batches`` micro-batches per DP rank (or, when the loader
+yields whole steps, as many as that step holds: instruction tuning's ``--global-batch-size`` samples
+packed into a varying number of rows). ``consumed_samples`` grows by the samples the step actually held
+(a row's ``num_samples``, else one per row), summed over ranks. The loss is
 ``sum(loss × mask) / sum(mask)`` over the whole global batch: the mask tokens are counted across
 micro-batches and DP ranks before the first backward, so every target token weighs the same however
 the samples fall on ranks (Megatron's token-level averaging).
@@ -57,6 +60,9 @@ class TrainData:
     num_workers: int = 0
     # (dataset, consumed_samples, micro_batch_size, global_batch_size, parallel, num_workers) -> loader
     loader_builder: Callable | None = None
+    # The loader yields whole steps (this rank's list of micro-batches) rather than single micro-batches:
+    # instruction tuning, whose steps hold a fixed number of samples in a varying number of rows.
+    yields_steps: bool = False
 
 
 DatasetProvider = Callable[[RunConfig, ParallelState], TrainData]
@@ -254,21 +260,35 @@ class Trainer:
         mask = batch.get("loss_mask")
         out["loss_mask"] = (torch.ones_like(out["labels"], dtype=torch.float32) if mask is None
                             else mask.to(self.device, torch.float32))
-        for key in ("position_ids", "segment_ids"):
+        for key in ("position_ids", "segment_ids", "num_samples"):
             if batch.get(key) is not None:
                 out[key] = batch[key].to(self.device)
         return out
 
-    def _global_token_count(self, micro_batches: list[dict]) -> torch.Tensor:
-        """Target tokens of the whole global batch (all micro-batches, all DP ranks)."""
-        local = sum(mb["loss_mask"].sum(dtype=torch.float64) for mb in micro_batches)
-        count = _all_reduce(local.reshape(1), self.parallel.dp_group)[0]
+    def _next_step(self, it: Iterator) -> list[dict] | None:
+        """This rank's micro-batches of the next step (None when the loader is exhausted)."""
+        if self.data.yields_steps:
+            step = next(it, None)
+            return None if step is None else [self._prepare(b) for b in step]
+        batches = [next(it, None) for _ in range(self.num_micro_batches)]
+        return None if any(b is None for b in batches) else [self._prepare(b) for b in batches]
+
+    def _global_counts(self, micro_batches: list[dict]) -> tuple[torch.Tensor, int, int]:
+        """Target tokens, samples and rows of the whole global batch (all micro-batches, all DP ranks)."""
+        local = torch.zeros(3, dtype=torch.float64, device=self.device)
+        for mb in micro_batches:
+            rows = mb["labels"].shape[0]
+            samples = mb["num_samples"].sum() if "num_samples" in mb else rows
+            local += torch.stack([mb["loss_mask"].sum(dtype=torch.float64),
+                                  torch.as_tensor(samples, dtype=torch.float64, device=self.device),
+                                  torch.tensor(float(rows), dtype=torch.float64, device=self.device)])
+        count, samples, rows = _all_reduce(local, self.parallel.dp_group)
         if count <= 0:
             raise TrainingError(
                 f"iteration {self.iteration + 1}: the global batch has no target tokens (every loss_mask is 0); "
                 f"check the instruction data"
             )
-        return count
+        return count, int(samples.item()), int(rows.item())
 
     def _forward_loss_sum(self, mb: dict) -> torch.Tensor:
         per_token = self.ddp(mb["input_ids"], position_ids=mb.get("position_ids"),
@@ -277,9 +297,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- steps
 
-    def train_step(self, micro_batches: list[dict]) -> tuple[float, float, bool, float]:
-        """One optimizer step on a global batch; returns (loss, grad norm, skipped, lr)."""
-        count = self._global_token_count(micro_batches)
+    def train_step(self, micro_batches: list[dict]) -> tuple[float, float, bool, float, int, int]:
+        """One optimizer step on a global batch; returns (loss, grad norm, skipped, lr, samples, rows)."""
+        count, samples, rows = self._global_counts(micro_batches)
         # DataParallel averages gradients over DP ranks; × dp_size turns that into a sum, ÷ count makes
         # it the token mean over the global batch.
         scale = self.parallel.dp_size / count.float()
@@ -297,7 +317,7 @@ class Trainer:
         if not result.skipped:
             self.scheduler.step()
         loss = (_all_reduce(loss_sum.reshape(1), self.parallel.dp_group)[0].double() / count).item()
-        return loss, float(result.grad_norm), bool(result.skipped), lr
+        return loss, float(result.grad_norm), bool(result.skipped), lr, samples, rows
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -309,11 +329,7 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         count = torch.zeros((), dtype=torch.float64, device=self.device)
         for _ in range(self.config.training.eval_iters):
-            for _ in range(self.num_micro_batches):
-                batch = next(it, None)
-                if batch is None:
-                    break
-                mb = self._prepare(batch)
+            for mb in self._next_step(it) or []:
                 loss_sum += self._forward_loss_sum(mb).double()
                 count += mb["loss_mask"].sum(dtype=torch.float64)
         self.model.train()
@@ -358,7 +374,6 @@ class Trainer:
         handler = exit_signal or _ExitSignal(tcfg.exit_signal_handler)
         self.model.train()
         exit_reason, last_loss, last_ckpt = "finished", None, None
-        samples_per_iter = tcfg.global_batch_size
         start_iteration = self.iteration
         try:
             if self._stop_reason(handler, started_at) == "signal":  # during the setup: nothing new to save
@@ -366,14 +381,18 @@ class Trainer:
                 return TrainResult(self.iteration, self.consumed_samples, "signal", None, None)
             while self.iteration < self.train_iters:
                 start = time.perf_counter()
-                micro_batches = [self._prepare(next(train_it)) for _ in range(self.num_micro_batches)]
-                loss, grad_norm, skipped, lr = self.train_step(micro_batches)
+                micro_batches = self._next_step(train_it)
+                if micro_batches is None:
+                    raise TrainingError(f"the training data ran out at iteration {self.iteration + 1} of "
+                                        f"{self.train_iters}; the data provider planned too few steps")
+                loss, grad_norm, skipped, lr, samples, rows = self.train_step(micro_batches)
                 self.iteration += 1
-                self.consumed_samples += samples_per_iter
+                self.consumed_samples += samples
                 last_loss = loss
                 self.logger.log_iteration(IterationStats(
                     self.iteration, self.consumed_samples, loss, lr, grad_norm, skipped,
-                    num_tokens=samples_per_iter * tcfg.seq_length, elapsed_s=time.perf_counter() - start,
+                    num_tokens=rows * tcfg.seq_length, elapsed_s=time.perf_counter() - start,
+                    samples=samples,
                 ))
                 self._count_skips(skipped)
                 if tcfg.eval_interval and self.iteration % tcfg.eval_interval == 0:

@@ -8,6 +8,7 @@ import pytest
 from megapmc.sft.build import BuildConfig, build_instruction_data, pools_path, summary_path
 from megapmc.sft.sources.common import BadRecordError
 from megapmc.sft.sources.umls import UmlsConfig
+from megapmc.sft.template import MCQ_INSTRUCTION, MCQ_RATIONALE_INSTRUCTION, PUBMEDQA_INSTRUCTION
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,14 +31,25 @@ def test_build_all_sources_with_summary(tmp_path, sample_sft_dir, word_tokenizer
     out = tmp_path / "medc_i.jsonl"
     summary = build_instruction_data(_full_config(sample_sft_dir), out, word_tokenizer, progress=False)
     records = _read(out)
-    assert len(records) == summary.records == 12 + 5 + 5 + 3 + 13 + 4
+    # Each benchmark question: a short-answer row, and a rationale (or PubMedQA long-answer) row when known.
+    assert len(records) == summary.records == 12 + (5 + 3) + (5 + 4) + (3 + 3) + 13 + 4
     assert {r["source"] for r in records} == {"conversations", "medqa", "medmcqa", "pubmedqa", "umls", "medc_i"}
     assert all(set(r) >= {"instruction", "input", "output", "source", "id"} for r in records)
     assert len({r["id"] for r in records}) == len(records)
     # Mixed: the first quarter of the file already holds several sources.
     assert len({r["source"] for r in records[:12]}) >= 3
     saved = json.loads(summary_path(out).read_text())
-    assert saved["sources"]["medqa"]["details"] == {"rationale": 3, "answer_only": 2}
+    assert saved["sources"]["medqa"]["details"] == {"answer": 5, "rationale:teacher": 3}
+    assert saved["sources"]["pubmedqa"]["details"] == {"excluded": 1, "answer": 3, "rationale:teacher": 1,
+                                                       "long_answer": 2}
+    # The QA rows draw their instruction from the pool keyed by the benchmark instruction, as the release's
+    # paraphrased rows; the rationale rows keep theirs (no pool for it).
+    medqa = {r["id"]: r for r in records if r["source"] == "medqa"}
+    pool = json.loads((sample_sft_dir / "instruction_pool.json").read_text())[MCQ_INSTRUCTION]
+    assert all(medqa[f"medqa-{i}"]["instruction_pool"] == MCQ_INSTRUCTION for i in range(1, 6))
+    assert {medqa[f"medqa-{i}"]["instruction"] for i in range(1, 6)} <= {MCQ_INSTRUCTION, *pool}
+    assert len({medqa[f"medqa-{i}"]["instruction"] for i in range(1, 6)}) > 1
+    assert medqa["medqa-1:rationale"]["instruction"] == MCQ_RATIONALE_INSTRUCTION
     assert saved["sources"]["umls"]["details"]["relation:may_treat"] == 3
     assert saved["tokens"] == sum(s["tokens"] for s in saved["sources"].values()) > 0
     assert pools_path(out).is_file()
@@ -51,11 +63,11 @@ def test_caps_and_weights(tmp_path, sample_sft_dir):
                           umls=UmlsConfig(max_per_relation=10))
     summary = build_instruction_data(config, out, progress=False)
     counts = {name: s.written for name, s in summary.sources.items()}
-    assert counts == {"conversations": 5, "medqa": 10, "medmcqa": 0, "pubmedqa": 3, "umls": 4, "medc_i": 4}
+    assert counts == {"conversations": 5, "medqa": 16, "medmcqa": 0, "pubmedqa": 6, "umls": 4, "medc_i": 4}
     assert summary.sources["umls"].read == 13 and summary.sources["umls"].kept == 4
     medqa = [r for r in _read(out) if r["source"] == "medqa"]
-    assert sorted(r["id"] for r in medqa) == sorted([f"medqa-{i}" for i in range(1, 6)] +
-                                                    [f"medqa-{i}#1" for i in range(1, 6)])
+    ids = [f"medqa-{i}" for i in range(1, 6)] + [f"medqa-{i}:rationale" for i in (1, 2, 4)]
+    assert sorted(r["id"] for r in medqa) == sorted(ids + [f"{i}#1" for i in ids])
     again = tmp_path / "again.jsonl"
     build_instruction_data(config, again, progress=False)
     assert out.read_text() == again.read_text()  # seeded: the same file twice
@@ -118,8 +130,9 @@ def test_command_line_build_and_preprocess(tmp_path, sample_sft_dir, spm_model):
         str(spm_model), "--output-prefix", str(tmp_path / "sft"), "--redraw-epochs", "2", "--no-progress-bar",
     ], capture_output=True, text=True, cwd=REPO)
     assert prep.returncode == 0, prep.stderr
-    # 11 redrawn: one of the 12 conversations has an instruction outside every pool.
-    assert prep.stdout.startswith("27 records → 38 samples (11 redrawn)")
+    # 21 redrawn: 11 conversations (one of the 12 has an instruction outside every pool) and the 10 MedQA
+    # short-answer rows (5 questions, weight 2), whose instruction has a pool of paraphrases.
+    assert prep.stdout.startswith("27 records → 48 samples (21 redrawn)")
     bad = subprocess.run([sys.executable, str(REPO / "tools/build_instruction_data.py"), "--output",
                           str(tmp_path / "x.jsonl"), "--cap", "umls"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "expected SOURCE=NUMBER" in bad.stderr
@@ -148,3 +161,21 @@ def test_cap_keeps_distinct_records_that_share_an_id(tmp_path):
                                                  caps={"conversations": 8}), out, progress=False)
     assert summary.sources["conversations"].read == 10 and summary.records == 8
     assert len({r["input"] for r in _read(out)}) == 8
+
+
+def test_answers_only_uses_the_evaluation_prompt(tmp_path, sample_sft_dir):
+    """Task-specific fine-tuning: short-answer rows only, each with the evaluation's instruction verbatim."""
+    d = sample_sft_dir
+    out = tmp_path / "task.jsonl"
+    build_instruction_data(BuildConfig(medqa=[str(d / "medqa_train.jsonl")], medmcqa=[str(d / "medmcqa_train.json")],
+                                       pubmedqa=[str(d / "pubmedqa_ori_pqal.json")],
+                                       instruction_pool=str(d / "instruction_pool.json"), answers_only=True),
+                           out, progress=False)
+    records = _read(out)
+    assert len(records) == 5 + 5 + 4
+    assert all(":" not in r["id"] and "instruction_pool" not in r for r in records)
+    assert {r["instruction"] for r in records if r["source"] != "pubmedqa"} == {MCQ_INSTRUCTION}
+    assert {r["instruction"] for r in records if r["source"] == "pubmedqa"} == {PUBMEDQA_INSTRUCTION}
+    assert all(r["output"].startswith("###Answer: OPTION ") and r["output"].endswith(" IS CORRECT.") for r in records)
+    with pytest.raises(ValueError, match="--answers-only"):
+        BuildConfig(medqa=[str(d / "medqa_train.jsonl")], rationales=[str(d / "rationales.jsonl")], answers_only=True)

@@ -108,12 +108,12 @@ def test_epochs_are_deterministic_and_reshuffled(tmp_path, word_tokenizer):
     assert len(a) == len(b)
     for i in range(len(a)):  # a restarted run sees the same rows at the same indices
         assert torch.equal(a[i]["tokens"], b[i]["tokens"])
-    epoch0 = [a.row_samples(i).tolist() for i in range(a.rows_in_epoch(0))]
-    epoch1 = [a.row_samples(a.rows_in_epoch(0) + i).tolist() for i in range(a.rows_in_epoch(1))]
+    epoch0 = [a.row_samples(i).tolist() for i in range(*a.step_rows(0))]  # no samples_per_step: an epoch a step
+    epoch1 = [a.row_samples(i).tolist() for i in range(*a.step_rows(1))]
     assert epoch0 != epoch1
     assert sorted(sum(epoch1, [])) == list(range(30))
     c = SFTDataset(prefix, seq_length=96, num_epochs=1, seed=6)
-    assert [c.row_samples(i).tolist() for i in range(c.rows_in_epoch(0))] != epoch0
+    assert [c.row_samples(i).tolist() for i in range(*c.step_rows(0))] != epoch0
 
 
 def test_redrawn_instructions_are_used_per_epoch(tmp_path, word_tokenizer):
@@ -166,3 +166,23 @@ def test_a_failed_rebuild_leaves_the_previous_dataset_loadable(tmp_path, word_to
         preprocess_sft(PreprocessConfig(str(bad), str(prefix)), word_tokenizer, progress=False)
     assert len(SFTDataset(prefix, seq_length=64, packing=False)) == 4
     assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []
+
+
+def test_steps_hold_a_fixed_number_of_samples_however_they_pack(tmp_path, word_tokenizer):
+    prefix = _preprocess(tmp_path, _records(12), word_tokenizer)
+    ds = SFTDataset(prefix, seq_length=128, samples_per_step=5, rows_multiple=2, num_epochs=2, seed=3)
+    assert ds.num_steps == 4  # 24 samples: four whole steps, four samples wait for a third epoch
+    stream = []
+    for step in range(ds.num_steps):
+        first, last = ds.step_rows(step)
+        assert (last - first) % 2 == 0
+        rows = [ds[i] for i in range(first, last)]
+        assert sum(int(r["num_samples"]) for r in rows) == 5
+        for i, row in zip(range(first, last), rows):
+            if len(ds.row_samples(i)) == 0:  # a padding row: no sample, nothing counted
+                assert int(row["num_samples"]) == 0 and row["loss_mask"].sum() == 0
+        stream += [int(s) for i in range(first, last) for s in ds.row_samples(i)]
+    assert sorted(stream[:12]) == list(range(12))  # epoch 0 entirely in the first 12 samples
+    assert stream[12:] != stream[:8]  # epoch 1 is its own shuffle, and step 2 runs across the boundary
+    ds.add_epoch()
+    assert ds.num_steps == 7  # 36 samples: seven steps, one sample waits

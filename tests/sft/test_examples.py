@@ -9,7 +9,7 @@ import pytest
 from megapmc.sft.preprocess import PreprocessConfig, preprocess_sft
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ["examples/finetune_pmc_13b.sh", "examples/finetune_tiny_cpu.sh"]
+SCRIPTS = ["examples/finetune_pmc_13b.sh", "examples/finetune_tiny_cpu.sh", "examples/finetune_task_specific.sh"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -35,7 +35,8 @@ def test_stage2_dry_run_has_the_papers_settings(tmp_path, spm_model):
     assert config["training"]["global_batch_size"] == 256 and config["training"]["train_epochs"] == 3
     assert config["training"]["seq_length"] == 2048 and config["training"]["bf16"] is True
     assert config["data"]["packing"] is True
-    assert "instruction data" in out.stdout and "iterations of 256 rows" in out.stdout
+    # A step is 256 samples: the 49 training samples here fill the one step of the run 5.22 times over.
+    assert "instruction data" in out.stdout and "iterations of 256 samples" in out.stdout
 
 
 def test_missing_environment_is_named(tmp_path):

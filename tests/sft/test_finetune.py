@@ -37,16 +37,23 @@ def _config(prefix, spm_model, *extra):
     return build_run_config(args, finetune.sft_data_config(args))
 
 
-def test_train_epochs_give_the_iterations_from_packed_rows(sft_prefix, spm_model):
-    train, valid, iters = finetune.build_sft_datasets(_config(sft_prefix, spm_model, "--train-epochs", "2.5"))
-    rows = train.rows_in_epoch(0) + train.rows_in_epoch(1) + math.ceil(0.5 * train.rows_in_epoch(2))
-    assert iters == math.ceil(rows / 4) and len(train) >= iters * 4
+def test_train_epochs_count_samples_and_every_step_holds_the_global_batch(sft_prefix, spm_model):
+    train, valid, iters = finetune.build_sft_datasets(_config(sft_prefix, spm_model, "--train-epochs", "2.5"), 2)
+    samples = len(train.records)
+    assert iters == math.ceil(2.5 * samples / 4) and train.num_steps >= iters
     assert valid is None
+    for step in range(iters):
+        first, last = train.step_rows(step)
+        held = [len(train.row_samples(i)) for i in range(first, last)]
+        assert sum(held) == 4  # exactly --global-batch-size samples, however they pack
+        assert (last - first) % 2 == 0  # the same share of rows on both DP ranks
+    stream = [int(s) for i in range(train.step_rows(0)[0], train.step_rows(iters - 1)[1]) for s in train.row_samples(i)]
+    assert sorted(stream[:samples]) == sorted(train.records.tolist())  # the first epoch: every sample once
     train, valid, iters = finetune.build_sft_datasets(
         _config(sft_prefix, spm_model, "--train-iters", "5", "--valid-fraction", "0.2", "--eval-iters", "2"))
-    assert iters == 5 and len(train) >= 20
-    assert set(train.records).isdisjoint(valid.records) and len(valid) >= 8
-    assert len(train.records) + len(valid.records) == 12 + 5 + 5 + 13
+    assert iters == 5 and train.num_steps >= 5 and valid.num_steps >= 2
+    assert set(train.records).isdisjoint(valid.records)
+    assert len(train.records) + len(valid.records) == 12 + 5 + (5 + 3) + 13  # MedMCQA: exp gives rationale rows
 
 
 def test_flag_errors_are_clear(tmp_path, spm_model, capsys):
@@ -90,3 +97,46 @@ def test_resumed_instruction_tuning_equals_an_uninterrupted_run(tmp_path, sft_pr
     assert len(losses(parts)) == 3
     assert finetune.main(_args(sft_prefix, spm_model, *resumable)) == 0
     assert losses(parts) == losses(whole)  # bit for bit: the same rows, in the same order, after the restart
+
+
+def _finetune_rank(rank, world_size, argv):
+    import torch
+
+    torch.set_num_threads(1)
+    assert finetune.main(argv) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_dp2_steps_consume_the_global_batch_and_the_loss_is_the_token_mean(tmp_path, sft_prefix, spm_model):
+    """DP=2, micro-batches of one row, steps of 8 samples packed into a varying number of rows: every
+    logged step consumed exactly 8 samples, and the first loss is the token mean over that step's
+    response tokens, computed here directly from the initial weights."""
+    import torch
+
+    from megapmc.model.llama import build_model
+    from megapmc.parallel.state import ParallelState
+    from megapmc.testing.distributed import run_distributed
+
+    flags = ["--micro-batch-size", "1", "--global-batch-size", "8", "--train-iters", "3", "--log-interval", "1",
+             "--lr-warmup-iters", "1", "--seq-length", "512", "--max-position-embeddings", "512"]
+    run_distributed(_finetune_rank, 2, _args(sft_prefix, spm_model, *flags, "--save", str(tmp_path / "dp2")))
+    metrics = [m for m in map(json.loads, (tmp_path / "dp2" / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+    assert [(m["samples"], m["consumed_samples"]) for m in metrics] == [(8, 8), (8, 16), (8, 24)]
+
+    config = _config(sft_prefix, spm_model, *flags)
+    train, _, _ = finetune.build_sft_datasets(config, data_parallel_size=2)
+    first, last = train.step_rows(0)
+    assert last - first < 8  # packed: fewer rows than samples, yet 8 samples consumed
+    rows = [train[i] for i in range(first, last)]
+    assert sum(int(r["num_samples"]) for r in rows) == 8
+    model = build_model(config.model, ParallelState.single(), config.model_options, torch.device("cpu"),
+                        torch.float32, seed=config.training.seed)
+    loss_sum = count = 0.0
+    with torch.no_grad():
+        for r in rows:
+            per_token = model(r["tokens"][None, :-1], position_ids=r["position_ids"][None],
+                              segment_ids=r["segment_ids"][None], labels=r["tokens"][None, 1:])
+            loss_sum += float((per_token[0] * r["loss_mask"]).sum())
+            count += float(r["loss_mask"].sum())
+    assert metrics[0]["loss"] == pytest.approx(loss_sum / count, rel=1e-5)

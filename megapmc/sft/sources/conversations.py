@@ -15,12 +15,12 @@ Instruction pool file formats:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from megapmc.sft.sources.common import InstructionRecord, Problems, iter_instruction_items, seeded_choice
+from megapmc.utils.io import write_json_atomic
 
 DEFAULT_POOL = "__all__"
 
@@ -61,10 +61,7 @@ class InstructionPools:
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (the saved form maps pool names to their full lists), atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"pools": self.pools}, ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(path, {"pools": self.pools}, indent=1)
 
     @classmethod
     def load_saved(cls, path: str | Path) -> "InstructionPools":

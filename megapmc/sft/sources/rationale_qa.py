@@ -1,23 +1,28 @@
-"""Benchmark training splits joined with teacher rationales, in PMC-LLaMA's question/answer format.
+"""Benchmark training splits in PMC-LLaMA's question/answer rows: a short-answer row and a rationale row.
 
-Original file formats (the same ones ``megapmc.evaluation`` reads for the test splits):
+Reading the original files (small readers returning plain dicts, apart from the row building below):
 
-- **MedQA-USMLE**: JSON lines ``{"question", "options": {"A": ..., "D"/"E": ...}, "answer_idx": "B"}``
-  (``US/train.jsonl``, ``US/4_options/phrases_no_exclude_train.jsonl``). Record id ``medqa-<line>``
-  (1-based line number) unless the item has an ``id``.
-- **MedMCQA**: JSON lines ``{"id", "question", "opa".."opd", "cop", "exp"}``. ``cop`` is 1-based in the
-  original files and 0-based in the Hugging Face copy; ``detect_cop_base`` tells them apart. Record id
-  ``medmcqa-<id>``.
-- **PubMedQA**: ``ori_pqal.json`` / ``ori_pqaa.json``, a JSON object ``{pmid: {"QUESTION", "CONTEXTS",
-  "final_decision", "LONG_ANSWER"}}``; the test PMIDs (``test_ground_truth.json``) can be excluded.
-  Record id ``pubmedqa-<pmid>``. Options are yes / no / maybe.
+- **MedQA-USMLE**: JSON lines ``{"question", "answer", "options": {"A": ..., "D"}, "meta_info",
+  "answer_idx": "B", "metamap_phrases"}`` (``US/4_options/phrases_no_exclude_train.jsonl``, the 4-option
+  file the paper, the release and the evaluation use). Item id: its ``id`` or its 1-based line number.
+- **MedMCQA**: JSON lines ``{"id", "question", "opa".."opd", "cop", "choice_type", "exp", "subject_name",
+  "topic_name"}``. ``cop`` is 1-based in the original files and 0-based in the Hugging Face copy;
+  ``detect_cop_base`` tells them apart.
+- **PubMedQA**: ``ori_pqaa.json`` (PQA-A, the training set) / ``ori_pqal.json``, a JSON object ``{pmid:
+  {"QUESTION", "CONTEXTS", "LABELS", "MESHES", "LONG_ANSWER", "final_decision"}}``; given split files'
+  PMIDs (``test_ground_truth.json``) can be excluded.
 
 **Rationale file** (produced offline by a teacher model): JSON lines ``{"id", "rationale"}`` or one JSON
-object ``{id: rationale}``; an id is a record id above or the item's own id (MedMCQA id, PMID).
+object ``{id: rationale}``; an id is a record id (``medqa-<id>``) or the item's own id.
 
-An item's answer is ``###Answer: OPTION X IS CORRECT.`` followed by ``###Rationale: ...`` from, in
-order, the rationale file, the dataset's own explanation (MedMCQA ``exp``, PubMedQA ``LONG_ANSWER``),
-or nothing (answer only); ``stats`` counts which.
+**Rows**, as the released MedC-I (``release.json``; see ``megapmc.sft.template``): every question gives
+a short-answer row (id ``<source>-<id>``: ``MCQ_INSTRUCTION``, ``###Answer: OPTION X IS CORRECT.``) and,
+when a rationale is known, a rationale row (id ``<source>-<id>:rationale``: ``###Rationale: ...`` then the
+answer line). The rationale comes from the rationale file, else the dataset's own explanation (MedMCQA
+``exp``). A PubMedQA item's second row answers with its ``LONG_ANSWER``, as the release's
+``pubmedqa.ori_pqaa`` rows do (id ``pubmedqa-<pmid>:long_answer``). ``answers_only`` keeps the
+short-answer rows alone (task-specific fine-tuning: the prompt is then exactly the evaluation's).
+``stats`` counts the rows by kind.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from megapmc.sft.template import (
     MCQ_RATIONALE_INSTRUCTION,
     OPTION_LETTERS,
     PUBMEDQA_INSTRUCTION,
+    PUBMEDQA_LONG_ANSWER_INSTRUCTION,
     PUBMEDQA_OPTIONS,
     format_answer,
     format_mcq_input,
@@ -76,23 +82,24 @@ def _is_json_lines(path: Path) -> bool:
     return isinstance(item, dict) and "rationale" in item
 
 
-def _answer(letter: str, ids: tuple[str, ...], rationales: dict[str, str], fallback: str | None,
-            stats: Counter) -> tuple[str, bool]:
-    """The formatted answer and whether it carries a rationale; counts where the rationale came from."""
-    for key in ids:
-        if key in rationales:
-            stats["rationale"] += 1
-            return format_answer(letter, rationales[key]), True
-    if fallback and fallback.strip():
-        stats["dataset_explanation"] += 1
-        return format_answer(letter, fallback), True
-    stats["answer_only"] += 1
-    return format_answer(letter), False
+def _line_of_key(text: str, key: str) -> int | None:
+    at = text.find(json.dumps(key))
+    return text.count("\n", 0, at) + 1 if at >= 0 else None
 
 
-def load_medqa(path: str | Path, rationales: dict[str, str], problems: Problems,
-               stats: Counter | None = None, source: str = "medqa") -> Iterator[InstructionRecord]:
-    stats = Counter() if stats is None else stats
+def load_pubmedqa_ids(path: str | Path) -> set[str]:
+    """PMIDs of a PubMedQA split file (``test_ground_truth.json``: ``{pmid: decision}``)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by PMID")
+    return {str(k) for k in data}
+
+
+# ----------------------------------------------------------------------------- reading the original files
+
+
+def read_medqa(path: str | Path, problems: Problems, source: str = "medqa") -> Iterator[dict]:
+    """``{"id", "question", "options": {letter: text}, "answer": letter}`` per valid MedQA line."""
     path = Path(path)
     for line, item in iter_jsonl(path, source, problems):
         try:
@@ -108,12 +115,8 @@ def load_medqa(path: str | Path, rationales: dict[str, str], problems: Problems,
         except ValueError as e:
             problems.report(source, path, line, str(e))
             continue
-        raw_id = str(item.get("id", line))
-        record_id = f"medqa-{raw_id}"
-        output, has_rationale = _answer(letter, (record_id, raw_id), rationales, None, stats)
-        instruction = MCQ_RATIONALE_INSTRUCTION if has_rationale else MCQ_INSTRUCTION
-        yield InstructionRecord(instruction, format_mcq_input(question, dict(sorted(options.items()))),
-                                output, source, record_id)
+        yield {"id": str(item.get("id", line)), "question": question, "options": dict(sorted(options.items())),
+               "answer": letter}
 
 
 def detect_cop_base(path: str | Path) -> int:
@@ -133,10 +136,9 @@ def detect_cop_base(path: str | Path) -> int:
     return 0 if 0 in seen else 1
 
 
-def load_medmcqa(path: str | Path, rationales: dict[str, str], problems: Problems,
-                 stats: Counter | None = None, cop_base: int | None = None,
-                 source: str = "medmcqa") -> Iterator[InstructionRecord]:
-    stats = Counter() if stats is None else stats
+def read_medmcqa(path: str | Path, problems: Problems, cop_base: int | None = None,
+                 source: str = "medmcqa") -> Iterator[dict]:
+    """``{"id", "question", "options": {A..D}, "answer": letter, "explanation": str | None}`` per valid line."""
     path = Path(path)
     base = detect_cop_base(path) if cop_base is None else cop_base
     if base not in (0, 1):
@@ -148,34 +150,18 @@ def load_medmcqa(path: str | Path, rationales: dict[str, str], problems: Problem
             cop = item.get("cop")
             if not isinstance(cop, int) or not 0 <= cop - base < len(options):
                 raise ValueError(f"'cop' is {cop!r}, expected an integer {base}..{base + len(options) - 1}")
-            raw_id = str(item["id"]) if "id" in item else str(line)
         except ValueError as e:
             problems.report(source, path, line, str(e))
             continue
-        letter = OPTION_LETTERS[cop - base]
-        record_id = f"medmcqa-{raw_id}"
-        explanation = item.get("exp") if isinstance(item.get("exp"), str) else None
-        output, has_rationale = _answer(letter, (record_id, raw_id), rationales, explanation, stats)
-        instruction = MCQ_RATIONALE_INSTRUCTION if has_rationale else MCQ_INSTRUCTION
-        yield InstructionRecord(instruction, format_mcq_input(question, options), output, source, record_id)
+        explanation = item.get("exp") if isinstance(item.get("exp"), str) and item["exp"].strip() else None
+        yield {"id": str(item["id"]) if "id" in item else str(line), "question": question,
+               "options": dict(zip(OPTION_LETTERS, options)), "answer": OPTION_LETTERS[cop - base],
+               "explanation": explanation}
 
 
-def _line_of_key(text: str, key: str) -> int | None:
-    at = text.find(json.dumps(key))
-    return text.count("\n", 0, at) + 1 if at >= 0 else None
-
-
-def load_pubmedqa_ids(path: str | Path) -> set[str]:
-    """PMIDs of a PubMedQA split file (``test_ground_truth.json``: ``{pmid: decision}``)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object keyed by PMID")
-    return {str(k) for k in data}
-
-
-def load_pubmedqa(path: str | Path, rationales: dict[str, str], problems: Problems,
-                  stats: Counter | None = None, exclude: set[str] = frozenset(),
-                  source: str = "pubmedqa") -> Iterator[InstructionRecord]:
+def read_pubmedqa(path: str | Path, problems: Problems, exclude: set[str] = frozenset(),
+                  stats: Counter | None = None, source: str = "pubmedqa") -> Iterator[dict]:
+    """``{"id": pmid, "question", "context", "answer": decision, "long_answer"}`` per valid PMID."""
     stats = Counter() if stats is None else stats
     path = Path(path)
     text = path.read_text(encoding="utf-8")
@@ -185,7 +171,7 @@ def load_pubmedqa(path: str | Path, rationales: dict[str, str], problems: Proble
         problems.report(source, path, e.lineno, f"invalid JSON ({e.msg})")
         return
     if not isinstance(data, dict):
-        problems.report(source, path, 1, "expected a JSON object keyed by PMID (ori_pqal.json format)")
+        problems.report(source, path, 1, "expected a JSON object keyed by PMID (ori_pqaa.json format)")
         return
     for pmid, item in data.items():
         if str(pmid) in exclude:
@@ -202,10 +188,82 @@ def load_pubmedqa(path: str | Path, rationales: dict[str, str], problems: Proble
         except ValueError as e:
             problems.report(source, path, _line_of_key(text, str(pmid)), f"PMID {pmid}: {e}")
             continue
-        letter = OPTION_LETTERS[PUBMEDQA_OPTIONS.index(decision)]
-        record_id = f"pubmedqa-{pmid}"
         long_answer = item.get("LONG_ANSWER") if isinstance(item.get("LONG_ANSWER"), str) else None
-        output, _ = _answer(letter, (record_id, str(pmid)), rationales, long_answer, stats)
-        yield InstructionRecord(PUBMEDQA_INSTRUCTION,
-                                format_mcq_input(question, list(PUBMEDQA_OPTIONS), " ".join(contexts)),
-                                output, source, record_id)
+        yield {"id": str(pmid), "question": question, "context": " ".join(contexts), "answer": decision,
+               "long_answer": long_answer if long_answer and long_answer.strip() else None}
+
+
+# ----------------------------------------------------------------------------- building the rows
+
+
+def _rationale(source: str, item_id: str, rationales: dict[str, str]) -> str | None:
+    for key in (f"{source}-{item_id}", item_id):
+        if key in rationales:
+            return rationales[key]
+    return None
+
+
+def mcq_rows(item: dict, source: str, rationales: dict[str, str], stats: Counter,
+             answers_only: bool = False) -> list[InstructionRecord]:
+    """The short-answer row of a multiple-choice item and, unless ``answers_only``, its rationale row."""
+    record_id = f"{source}-{item['id']}"
+    prompt_input = format_mcq_input(item["question"], item["options"])
+    rows = [InstructionRecord(MCQ_INSTRUCTION, prompt_input, format_answer(item["answer"]), source, record_id)]
+    stats["answer"] += 1
+    if answers_only:
+        return rows
+    rationale = _rationale(source, item["id"], rationales)
+    kind = "rationale:teacher"
+    if rationale is None and item.get("explanation"):
+        rationale, kind = item["explanation"], "rationale:dataset_explanation"
+    if rationale is not None:
+        rows.append(InstructionRecord(MCQ_RATIONALE_INSTRUCTION, prompt_input, format_answer(item["answer"], rationale),
+                                      source, f"{record_id}:rationale"))
+        stats[kind] += 1
+    return rows
+
+
+def pubmedqa_rows(item: dict, rationales: dict[str, str], stats: Counter, answers_only: bool = False,
+                  source: str = "pubmedqa") -> list[InstructionRecord]:
+    """The short-answer row of a PubMedQA item and, unless ``answers_only``, a teacher-rationale row or
+    the release's long-answer row (the abstract's own conclusion, kept as written)."""
+    record_id = f"{source}-{item['id']}"
+    letter = OPTION_LETTERS[PUBMEDQA_OPTIONS.index(item["answer"])]
+    prompt_input = format_mcq_input(item["question"], list(PUBMEDQA_OPTIONS), item["context"])
+    rows = [InstructionRecord(PUBMEDQA_INSTRUCTION, prompt_input, format_answer(letter), source, record_id)]
+    stats["answer"] += 1
+    if answers_only:
+        return rows
+    rationale = _rationale(source, item["id"], rationales)
+    if rationale is not None:
+        rows.append(InstructionRecord(MCQ_RATIONALE_INSTRUCTION, prompt_input, format_answer(letter, rationale),
+                                      source, f"{record_id}:rationale"))
+        stats["rationale:teacher"] += 1
+    elif item["long_answer"] is not None:
+        rows.append(InstructionRecord(PUBMEDQA_LONG_ANSWER_INSTRUCTION, prompt_input, item["long_answer"],
+                                      source, f"{record_id}:long_answer"))
+        stats["long_answer"] += 1
+    return rows
+
+
+def load_medqa(path: str | Path, rationales: dict[str, str], problems: Problems, stats: Counter | None = None,
+               answers_only: bool = False, source: str = "medqa") -> Iterator[InstructionRecord]:
+    stats = Counter() if stats is None else stats
+    for item in read_medqa(path, problems, source):
+        yield from mcq_rows(item, source, rationales, stats, answers_only)
+
+
+def load_medmcqa(path: str | Path, rationales: dict[str, str], problems: Problems, stats: Counter | None = None,
+                 cop_base: int | None = None, answers_only: bool = False,
+                 source: str = "medmcqa") -> Iterator[InstructionRecord]:
+    stats = Counter() if stats is None else stats
+    for item in read_medmcqa(path, problems, cop_base, source):
+        yield from mcq_rows(item, source, rationales, stats, answers_only)
+
+
+def load_pubmedqa(path: str | Path, rationales: dict[str, str], problems: Problems, stats: Counter | None = None,
+                  exclude: set[str] = frozenset(), answers_only: bool = False,
+                  source: str = "pubmedqa") -> Iterator[InstructionRecord]:
+    stats = Counter() if stats is None else stats
+    for item in read_pubmedqa(path, problems, exclude, stats, source):
+        yield from pubmedqa_rows(item, rationales, stats, answers_only, source)
