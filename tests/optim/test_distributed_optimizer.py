@@ -9,7 +9,7 @@ from torch import nn
 from megapmc.model import LlamaConfig, TransformerOptions, build_model
 from megapmc.optim import DataParallel, OptimizerConfig, build_optimizer, merge_sharded_state_dicts
 from megapmc.parallel.state import ParallelState, initialize_parallel
-from megapmc.testing.distributed import run_distributed
+from megapmc.testing.distributed import local_slices, run_distributed
 
 pytestmark = pytest.mark.distributed
 
@@ -98,8 +98,8 @@ def _dp_equals_single_process(rank, world_size, distributed, overlap, overlap_pa
 
 
 def _token_weighted_mean(rank, world_size):
-    """Loss masks: each rank backpropagates its loss SUM; scaling by dp / global tokens gives the
-    gradient of the mean over every counted token of the global batch, however unevenly they fall."""
+    """Loss masks: each rank backpropagates its loss SUM times dp / global tokens; the DP mean of that is
+    the gradient of the mean over every counted token of the global batch, however unevenly they fall."""
     parallel = _dp_state()
     config = OptimizerConfig(bucket_size=400)
     tokens, labels = _global_batch(0)
@@ -116,15 +116,15 @@ def _token_weighted_mean(rank, world_size):
     ddp = DataParallel(TinyLM(), config, parallel)
     local = GLOBAL_BATCH // parallel.dp_size
     rows = slice(parallel.dp_rank * local, (parallel.dp_rank + 1) * local)
+    num_tokens = mask[rows].sum()
+    torch.distributed.all_reduce(num_tokens, group=parallel.dp_group)
+    scale = parallel.dp_size / num_tokens.item()
     for i in range(0, local, MICRO_BATCH):
         mb = slice(rows.start + i, rows.start + i + MICRO_BATCH)
         ctx = ddp.no_sync() if i + MICRO_BATCH < local else torch.enable_grad()
         with ctx:
-            (ddp(tokens[mb], labels[mb]) * mask[mb]).sum().backward()
+            ((ddp(tokens[mb], labels[mb]) * mask[mb]).sum() * scale).backward()
     ddp.finish_grad_sync()
-    num_tokens = mask[rows].sum()
-    torch.distributed.all_reduce(num_tokens, group=parallel.dp_group)
-    ddp.scale_gradients(parallel.dp_size / num_tokens.item())
     for p, q in zip(ddp.module.parameters(), ref.parameters()):
         assert _relative_error(p.main_grad, q.main_grad) < 1e-6
 
@@ -253,7 +253,7 @@ def _llama_tp2_dp2_equals_single_process(rank, world_size):
         result = opt.step()
         assert result.grad_norm == pytest.approx(ref_result.grad_norm, rel=1e-6)
         assert result.grad_norm > config.clip_grad, "the test must exercise clipping"
-    expected = model.shard_state_dict(ref.state_dict())
+    expected = local_slices(model, ref.state_dict())
     for name, p in model.state_dict().items():  # state_dict waits for the overlapped all-gather
         assert _relative_error(p, expected[name]) < 1e-6, (name, _relative_error(p, expected[name]))
 
