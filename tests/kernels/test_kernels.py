@@ -127,6 +127,29 @@ def test_the_oracle_check_can_fail():
     assert compare("rms_norm", "torch", "cpu", torch.float32, SMALL, oracle=wrong)["forward"] > 1e-2
 
 
+@pytest.mark.parametrize("backend", ["math", "sdpa"])
+def test_attention_decode_over_a_full_cache_equals_the_training_core(backend):
+    """``decode`` takes keys/values as the inference cache holds them, ``[b, nkv, t, d]``, and a boolean mask."""
+    impl = registry.load_backend("attention", backend, "cpu")[0]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(7, 2, n, 16, generator=g) for n in (4, 2, 2))  # [s, b, n, d], GQA
+    causal = segment_causal_mask(None, 7, "cpu").expand(2, 1, 7, 7)
+    expected = impl(q, k, v, impl.prepare(None, 7, "cpu"))
+    got = impl.decode(q, k.permute(1, 2, 0, 3), v.permute(1, 2, 0, 3), causal)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_decode_backends_agree_on_a_padding_mask():
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(3, 2, 4, 16, generator=g)  # 3 new tokens over 5 cached + 3
+    k, v = (torch.randn(2, 2, 8, 16, generator=g) for _ in range(2))
+    mask = torch.rand(2, 1, 3, 8, generator=g) > 0.4
+    mask[..., -1] = True  # every query sees at least one key
+    math_out = registry.load_backend("attention", "math", "cpu")[0].decode(q, k, v, mask)
+    sdpa_out = registry.load_backend("attention", "sdpa", "cpu")[0].decode(q, k, v, mask)
+    torch.testing.assert_close(sdpa_out, math_out, rtol=1e-5, atol=1e-5)
+
+
 def test_rope_is_rotation_of_complex_pairs_i_and_i_plus_half():
     """An independent oracle: pair (x_i, x_{i+d/2}) as a complex number rotated by angle pos·θ^(-2i/d)."""
     d, s = 8, 5
