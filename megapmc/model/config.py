@@ -5,6 +5,13 @@ import dataclasses
 from dataclasses import dataclass
 
 
+def padded_vocab_size(vocab_size: int, make_vocab_size_divisible_by: int, tensor_model_parallel_size: int) -> int:
+    """Megatron pads the vocabulary to a multiple of ``make_vocab_size_divisible_by × TP``, so every TP rank
+    holds an equal, aligned slice of the embedding and output layer."""
+    multiple = make_vocab_size_divisible_by * tensor_model_parallel_size
+    return -(-vocab_size // multiple) * multiple
+
+
 @dataclass
 class LlamaConfig:
     """Shape of a LLaMA decoder. Field names follow Megatron-LM's flags; ``to_hf``/``from_hf`` map to
@@ -44,10 +51,8 @@ class LlamaConfig:
         return self.hidden_size // self.num_attention_heads
 
     def padded_vocab_size(self, tensor_model_parallel_size: int = 1) -> int:
-        """Vocabulary rows of the embedding and output layer: Megatron pads to a multiple of
-        ``make_vocab_size_divisible_by × TP`` so every TP rank holds an equal, aligned slice."""
-        multiple = self.make_vocab_size_divisible_by * tensor_model_parallel_size
-        return -(-self.vocab_size // multiple) * multiple
+        """Vocabulary rows of the embedding and output layer (``padded_vocab_size`` below)."""
+        return padded_vocab_size(self.vocab_size, self.make_vocab_size_divisible_by, tensor_model_parallel_size)
 
     def check_tensor_parallel(self, tensor_model_parallel_size: int) -> None:
         """Raise a ValueError saying what to change if this shape cannot be split ``tp`` ways."""
