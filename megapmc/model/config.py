@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from megapmc.utils.config import from_dict_strict
+
 
 def padded_vocab_size(vocab_size: int, make_vocab_size_divisible_by: int, tensor_model_parallel_size: int) -> int:
     """Megatron pads the vocabulary to a multiple of ``make_vocab_size_divisible_by × TP``, so every TP rank
@@ -81,11 +83,7 @@ class LlamaConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LlamaConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown LlamaConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> "LlamaConfig":

@@ -3,7 +3,6 @@ LLaMA model, after 3 optimizer steps, equal one process on the same global batch
 token-weighted losses average correctly; the sharded optimizer state resumes exactly."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from megapmc.model import LlamaConfig, TransformerOptions, build_model
@@ -11,23 +10,11 @@ from megapmc.optim import DataParallel, OptimizerConfig, build_optimizer, merge_
 from megapmc.parallel.state import ParallelState, initialize_parallel
 from megapmc.testing.distributed import local_slices, run_distributed
 
+from tiny_lm import TinyLM
+
 pytestmark = pytest.mark.distributed
 
 GLOBAL_BATCH, MICRO_BATCH, SEQ, VOCAB = 8, 2, 8, 32
-
-
-class TinyLM(nn.Module):
-    def __init__(self, vocab=VOCAB, hidden=16, ffn=48):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, hidden)
-        self.norm_weight = nn.Parameter(torch.ones(hidden))
-        self.up = nn.Linear(hidden, ffn, bias=False)
-        self.down = nn.Linear(ffn, vocab, bias=False)
-
-    def forward(self, tokens, labels):
-        x = self.embed(tokens) * self.norm_weight  # [b, s, h]
-        logits = self.down(torch.tanh(self.up(x)))  # [b, s, V]
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
 
 
 def _global_batch(step):
