@@ -129,64 +129,44 @@ def reduce_scatter_first_dim_async(x: torch.Tensor, group: Group):
 
 # ---- autograd functions ------------------------------------------------------------------------
 
-class _CopyToRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        return x
+def _identity(x: torch.Tensor, group: Group) -> torch.Tensor:
+    return x
+
+
+def _all_reduce_copy(x: torch.Tensor, group: Group) -> torch.Tensor:
+    # A new tensor: autograd must not see the input modified in place.
+    return _all_reduce(x.clone() if group_size(group) > 1 else x, group)
+
+
+class _Mapping(torch.autograd.Function):
+    """``forward(x, group)`` going forward and its dual ``backward(grad, group)`` going back: each mapping
+    below is one such pair, as in the module's table."""
 
     @staticmethod
-    def backward(ctx, grad):
-        return _all_reduce(grad, ctx.group), None
-
-
-class _ReduceFromRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        return _all_reduce(x.clone() if group_size(group) > 1 else x, group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
-class _GatherFromRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        return _gather_last_dim(x, group)
+    def forward(ctx, x, group, forward, backward):
+        ctx.group, ctx.dual = group, backward
+        return forward(x, group)
 
     @staticmethod
     def backward(ctx, grad):
-        return _split_last_dim(grad, ctx.group), None
-
-
-class _ReduceScatterToSequenceRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        return _reduce_scatter_first_dim(x, group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _gather_first_dim(grad, ctx.group), None
+        return ctx.dual(grad, ctx.group), None, None, None
 
 
 def copy_to_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Forward identity; backward all-reduces the gradient (input of a column-parallel layer)."""
-    return _CopyToRegion.apply(x, group)
+    return _Mapping.apply(x, group, _identity, _all_reduce)
 
 
 def reduce_from_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Forward all-reduce (sum of partial outputs of a row-parallel layer); backward identity."""
-    return _ReduceFromRegion.apply(x, group)
+    return _Mapping.apply(x, group, _all_reduce_copy, _identity)
 
 
 def gather_from_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
     """``[..., n/tp] -> [..., n]``; backward keeps this rank's chunk of the gradient."""
-    return _GatherFromRegion.apply(x, group)
+    return _Mapping.apply(x, group, _gather_last_dim, _split_last_dim)
 
 
 def reduce_scatter_to_sequence_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
     """``[s, ...]`` partial sums ``-> [s/tp, ...]`` reduced; backward all-gathers along the sequence."""
-    return _ReduceScatterToSequenceRegion.apply(x, group)
+    return _Mapping.apply(x, group, _reduce_scatter_first_dim, _gather_first_dim)
