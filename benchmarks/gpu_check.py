@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from megapmc.kernels import select_kernels
-from megapmc.kernels.verify import Shapes, all_backends, compare
+from megapmc.kernels import KernelUnavailableError, select_kernels
+from megapmc.testing.kernel_check import Shapes, all_backends, compare
 from megapmc.model import LlamaConfig, TransformerOptions, build_model
 from megapmc.model.flops import peak_tflops_for_device
 
@@ -147,11 +147,15 @@ def mfu_rows(args, deadline: Deadline, peak_sheet: float | None, peak_measured: 
     for attention_backend, kernel_backend in MFU_RUNS:
         row = {"attention_requested": attention_backend, "kernels_requested": kernel_backend}
         options = TransformerOptions(attention_backend=attention_backend, kernel_backend=kernel_backend)
-        # A missing package falls back to another backend: time each distinct choice once.
-        names = select_kernels(options.kernel_config, args.device).names
+        try:  # an explicitly requested backend that is missing is an error: report it, try the next
+            names = select_kernels(options.kernel_config, args.device).names
+        except KernelUnavailableError as e:
+            rows.append(dict(row, status=f"unavailable: {e}"))
+            continue
+        # auto may choose what an explicit row asks for: time each distinct choice once.
         chosen = tuple((op, names[op]) for op in LAYER_OPS)
         if chosen in seen:
-            row["status"] = "same kernels as a row above (fallback or default)"
+            row["status"] = "same kernels as a row above (auto chose them)"
         elif deadline.left() < 45:
             row["status"] = "skipped: time limit"
         elif "compile" in dict(chosen).values() and torch.device(args.device).type != "cuda":

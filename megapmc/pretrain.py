@@ -17,15 +17,10 @@ from megapmc.training.config import RunConfig
 from megapmc.training.trainer import TrainData
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from megapmc.data.config import add_held_out_args
+def add_pretrain_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from megapmc.data.config import add_data_args
 
-    g = parser.add_argument_group("pretraining data")
-    g.add_argument("--data-path", nargs="+", help="PREFIX, or weighted 'W1 PREFIX1 W2 PREFIX2 ...' (15:4:1)")
-    add_held_out_args(g)  # --split, --valid-data-path, --test-data-path
-    g.add_argument("--epoch-source", default=None,
-                   help="the source whose passes --train-epochs counts (default: the first)")
-    g.add_argument("--data-cache-path", help="where the sample/shuffle/blending indices are cached")
+    g = add_data_args(parser)
     g.add_argument("--num-workers", type=int, default=0,
                    help="data-loader worker processes per rank (0: the C++ gather in the training process is faster)")
     g = parser.add_argument_group("dry run")
@@ -41,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m megapmc.pretrain", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    return add_data_args(add_training_args(parser))
+    return add_pretrain_args(add_training_args(parser))
 
 
 def data_config(args: argparse.Namespace):

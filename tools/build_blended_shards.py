@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from megapmc.data.blended_dataset import build_pretraining_datasets
-from megapmc.data.config import add_data_args, data_config_from_args, train_samples_from_args
+from megapmc.data.config import add_data_args, add_run_shape_args, data_config_from_args, train_samples_from_args
 from megapmc.data.materialize import build_blended_shards
 from megapmc.parallel.state import ParallelState
 
@@ -20,6 +20,7 @@ from megapmc.parallel.state import ParallelState
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
+    add_run_shape_args(parser)
     parser.add_argument("--output-prefix", required=True)
     parser.add_argument("--shard-size-gb", type=float, default=4.0, help="target size of one shard's .bin")
     args = parser.parse_args(argv)

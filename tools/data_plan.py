@@ -12,7 +12,8 @@ import json
 import sys
 
 from megapmc.data.blended_dataset import plan_from_config
-from megapmc.data.config import add_data_args, data_config_from_args, resolve_source, train_samples_from_args
+from megapmc.data.config import (add_data_args, add_run_shape_args, data_config_from_args, resolve_source,
+                                 train_samples_from_args)
 from megapmc.data.data_plan import make_plan
 
 PAPER_NAMES = ["books", "papers", "general"]
@@ -29,6 +30,7 @@ def _floats(text: str, flag: str) -> list[float]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
+    add_run_shape_args(parser)
     parser.add_argument("--tokens-per-source", help="plan from token counts, e.g. 4e9,75e9,1.2e12 (no data needed)")
     parser.add_argument("--weights", help="weights for --tokens-per-source (default 15,4,1 for three sources)")
     parser.add_argument("--names", help="names for --tokens-per-source (default books,papers,general for three)")

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from megapmc.data.config import manifest_path_for
-from megapmc.data.materialize import MaterializedDataset, expand_batch_counts, load_manifest, verify_shards
+from megapmc.data.materialized_dataset import MaterializedDataset, expand_batch_counts, load_manifest, verify_shards
 
 
 def main(argv=None) -> None:

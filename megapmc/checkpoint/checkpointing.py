@@ -38,6 +38,7 @@ from megapmc.checkpoint.model_io import (
     save_model_shard,
     tensor_parallel_size,
 )
+from megapmc.model.config import padded_vocab_size
 from megapmc.parallel.state import ParallelState
 
 TRACKER_NAME = "latest_checkpointed_iteration.txt"
@@ -292,8 +293,7 @@ def check_compatible(saved: dict, model_config: dict, tensor_model_parallel_size
 def _padded_vocab(model: dict, tp: int) -> int | None:
     if model.get("vocab_size") is None or model.get("make_vocab_size_divisible_by") is None:
         return None
-    multiple = model["make_vocab_size_divisible_by"] * tp
-    return -(-model["vocab_size"] // multiple) * multiple
+    return padded_vocab_size(model["vocab_size"], model["make_vocab_size_divisible_by"], tp)
 
 
 def _check_tensor_shapes(loaded: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:

@@ -16,13 +16,13 @@ from tqdm import tqdm
 
 from megapmc.convert.errors import ConversionError
 from megapmc.convert.hf import DEFAULT_MAX_SHARD_BYTES, HFLoader, HFSaver
+from megapmc.convert.loaders import LOADERS, open_loader
 from megapmc.convert.megapmc_format import MegapmcLoader, MegapmcSaver
-from megapmc.convert.meta import MetaLoader
 from megapmc.convert.name_map import conversion_units, unit_params
 from megapmc.convert.sharding import full_shapes
+from megapmc.convert.verify import verify_conversion
 from megapmc.model.config import PRESETS, LlamaConfig
 
-LOADERS = ("hf", "meta", "megapmc")
 SAVERS = ("hf", "megapmc")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _SHAPE_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "ffn_hidden_size")
@@ -69,15 +69,6 @@ class ConvertConfig:
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype or ("bf16" if self.saver == "hf" else "fp32")]
-
-
-def open_loader(kind: str, path: Path, preset: str | None = None):
-    if kind == "hf":
-        return HFLoader(path)
-    if kind == "meta":
-        max_pos = PRESETS[preset].max_position_embeddings if preset else 2048
-        return MetaLoader(path, max_position_embeddings=max_pos)
-    return MegapmcLoader(path)
 
 
 def check_preset(config: LlamaConfig, preset: str, where: Path) -> None:
@@ -162,8 +153,6 @@ def convert(cfg: ConvertConfig) -> Path:
     saver.finish()
     loader.close()
     if cfg.verify:
-        from megapmc.convert.verify import verify_conversion
-
         verify_conversion(cfg.loader, cfg.load_dir, cfg.saver, tmp, dtype=cfg.torch_dtype,
                           tokenizer=tokenizer_model, tolerance=cfg.verify_tolerance,
                           vocab_size=config.vocab_size)

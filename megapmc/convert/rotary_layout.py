@@ -7,7 +7,7 @@ attention computes exactly what Meta's interleaved one did. With grouped-query a
 ``num_key_value_heads`` heads, so callers pass the head count of the tensor they permute.
 
 A wrong permutation still yields fluent-looking text, which is why only a logits comparison against the
-reference implementation (tests/convert/test_meta.py, verify.py) proves it.
+reference implementation (tests/convert/test_convert_meta.py, ``megapmc.convert.verify``) proves it.
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from megapmc.convert.errors import VerificationError
+from megapmc.convert.loaders import open_loader
 from megapmc.convert.meta import MetaLoader
 from megapmc.convert.name_map import conversion_units, unit_params
 
@@ -120,8 +121,6 @@ def verify_conversion(source_kind: str, source_dir: Path, target_kind: str, targ
     """Compare logits of both checkpoints; print the largest difference; raise if above
     ``tolerance × max(1, largest logit)``. Returns the largest difference."""
     if vocab_size is None:
-        from megapmc.convert.converter import open_loader
-
         loader = open_loader(source_kind, Path(source_dir))
         vocab_size = loader.config.vocab_size
         loader.close()

@@ -21,6 +21,7 @@ from megapmc.data.data_plan import DataPlan, integer_weights, make_plan, samples
 from megapmc.data.gpt_dataset import GPTDataset, TokenSampleDataset, split_bounds
 from megapmc.data.index_cache import IndexCache, load_mapped
 from megapmc.data.indexed_dataset import IndexedDataset
+from megapmc.data.materialized_dataset import open_materialized
 from megapmc.parallel.state import ParallelState
 
 BLEND_INDEX_NAMES = ["dataset_index", "dataset_sample_index"]
@@ -166,8 +167,6 @@ def build_pretraining_datasets(data_config: DataConfig, seq_length: Optional[int
     if global_batch_size < 1:
         raise ValueError(f"--global-batch-size must be >= 1, got {global_batch_size}")
     if data_config.manifest is not None:
-        from megapmc.data.materialize import open_materialized
-
         return open_materialized(data_config.manifest, seq_length, global_batch_size, train_samples, train_epochs,
                                  seed, verbose=verbose and parallel.rank == 0)
     if seq_length is None or seed is None:

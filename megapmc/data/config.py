@@ -206,18 +206,28 @@ def resolve_source(which: Optional[str], names: list[str], prefixes: Optional[li
                      f"(give a name, a prefix or an index 0..{len(names) - 1})")
 
 
-def add_data_args(parser) -> None:
-    """The data flags shared by tools/data_plan.py and tools/build_blended_shards.py (Megatron's names)."""
+def add_data_args(parser):
+    """The pretraining-data flags (Megatron's names), for ``megapmc.pretrain`` and the data tools alike;
+    returns the argument group, so a caller can add its own data flags to it."""
     g = parser.add_argument_group("data")
-    g.add_argument("--data-path", nargs="+", help="W1 PREFIX1 W2 PREFIX2 ... (or one prefix)")
-    add_held_out_args(g)
+    g.add_argument("--data-path", nargs="+",
+                   help="PREFIX, or weighted 'W1 PREFIX1 W2 PREFIX2 ...' (15:4:1), or a materialised OUT.manifest.json")
+    add_held_out_args(g)  # --split, --valid-data-path, --test-data-path
+    g.add_argument("--epoch-source", default=None,
+                   help="the source whose passes --train-epochs counts (default: the first)")
+    g.add_argument("--data-cache-path", default=None,
+                   help="where the sample/shuffle/blending indices are cached (default: beside the data)")
+    return g
+
+
+def add_run_shape_args(parser) -> None:
+    """What fixes a blend besides the data, for the data tools (the trainer's own flags hold these)."""
+    g = parser.add_argument_group("run shape")
     g.add_argument("--seq-length", type=int, required=True)
     g.add_argument("--global-batch-size", type=int, required=True)
     g.add_argument("--micro-batch-size", type=int, default=1,
                    help="slices of this size get floor/ceil of each source's share")
     g.add_argument("--seed", type=int, default=1234)
-    g.add_argument("--epoch-source", default=None, help="source whose one pass is an epoch (default the first)")
-    g.add_argument("--data-cache-path", default=None, help="index cache directory (default beside the data)")
     run = g.add_mutually_exclusive_group(required=True)
     run.add_argument("--train-epochs", type=float, help="passes over the epoch source")
     run.add_argument("--train-iters", type=int)

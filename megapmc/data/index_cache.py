@@ -21,6 +21,7 @@ import numpy as np
 import torch.distributed as dist
 
 from megapmc.parallel.state import ParallelState
+from megapmc.utils.io import atomic_open, write_json_atomic
 
 # Bump when the index semantics change, so old caches are not reused.
 INDEX_FORMAT_VERSION = 1
@@ -56,10 +57,8 @@ def load_mapped(path: str) -> np.ndarray:
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         np.save(f, np.ascontiguousarray(array))
-    os.replace(tmp, path)
 
 
 class IndexCache:
@@ -90,10 +89,8 @@ class IndexCache:
                 arrays = build()
                 for name in names:
                     _save_npy(paths[name], arrays[name])
-                tmp = f"{marker}.tmp-{os.getpid()}"
-                with open(tmp, "w") as f:
-                    json.dump({"format_version": INDEX_FORMAT_VERSION, **description}, f, indent=1, default=str)
-                os.replace(tmp, marker)
+                write_json_atomic(marker, {"format_version": INDEX_FORMAT_VERSION, **description}, indent=1,
+                                  default=str)
             except OSError as e:
                 error = OSError(f"cannot write the index cache in {self.cache_dir}: {e}; pass a writable "
                                 f"--data-cache-path")

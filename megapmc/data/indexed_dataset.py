@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from megapmc import _C
+from megapmc.utils.io import replace, temp_path
 
 IndexedDatasetError = _C.IndexedDatasetError
 
@@ -59,10 +60,6 @@ def _dtype_code(dtype) -> int:
         raise ValueError(f"dtype {dt} is not storable in a Megatron indexed dataset; use one of "
                          f"{sorted(str(d) for d in DTYPE_CODES)}")
     return DTYPE_CODES[dt]
-
-
-def _temp_path(final: str) -> str:
-    return f"{final}.tmp-{os.getpid()}"
 
 
 class IndexedDataset:
@@ -190,8 +187,8 @@ class IndexedDatasetBuilder:
         self.dtype = np.dtype(dtype)
         code = _dtype_code(self.dtype)
         Path(self.prefix).parent.mkdir(parents=True, exist_ok=True)
-        self._bin_tmp = _temp_path(data_file_path(self.prefix))
-        self._idx_tmp = _temp_path(index_file_path(self.prefix))
+        self._bin_tmp = temp_path(data_file_path(self.prefix))
+        self._idx_tmp = temp_path(index_file_path(self.prefix))
         self._writer = _C.IndexedDatasetWriter(self._bin_tmp, self._idx_tmp, code)
         self._done = False
 
@@ -240,8 +237,8 @@ class IndexedDatasetBuilder:
 
     def finalize(self) -> None:
         self._writer.finalize()
-        os.replace(self._bin_tmp, data_file_path(self.prefix))
-        os.replace(self._idx_tmp, index_file_path(self.prefix))
+        replace(self._bin_tmp, data_file_path(self.prefix))
+        replace(self._idx_tmp, index_file_path(self.prefix))
         self._done = True
 
     def discard(self) -> None:

@@ -5,12 +5,15 @@ Every backend is an object with two methods, so per-batch mask preparation happe
 
 * ``prepare(segment_ids [b, s] | None, seq_length, device) -> mask``: whatever the backend needs to keep attention
   causal and inside each packed sample;
-* ``__call__(q [s, b, nq, d], k [s, b, nkv, d], v [s, b, nkv, d], mask) -> [s, b, nq·d]``.
+* ``__call__(q [s, b, nq, d], k [s, b, nkv, d], v [s, b, nkv, d], mask) -> [s, b, nq·d]``;
+* ``decode(q [s, b, nq, d], k [b, nkv, L + s, d], v [b, nkv, L + s, d], mask [b, 1, s, L + s]) -> [s, b, nq·d]``:
+  the new tokens' queries over an inference cache (``megapmc.model.inference``), the boolean mask built by
+  the cache (causal, left padding masked out).
 
 Backends: ``math`` (explicit softmax in fp32: the reference), ``sdpa`` (PyTorch's
 ``scaled_dot_product_attention``, which picks its flash / memory-efficient kernels on CUDA and its fused
 CPU kernel here; ``is_causal`` when samples are not packed), ``flash`` (the flash-attn package; varlen
-when samples are packed).
+when samples are packed; decoding runs on SDPA, see ``FlashAttention.decode``).
 """
 from __future__ import annotations
 
@@ -39,6 +42,12 @@ def _from_bnsd(x: torch.Tensor) -> torch.Tensor:
     return x.permute(2, 0, 1, 3).reshape(s, b, n * d)  # [b, n, s, d] -> [s, b, n·d]
 
 
+def _sdpa_over_cache(q, k, v, mask):
+    out = F.scaled_dot_product_attention(_to_bnsd(q), k, v, attn_mask=mask,
+                                         enable_gqa=q.shape[2] != k.shape[1])  # [b, nq, s, d]
+    return _from_bnsd(out)  # [s, b, nq·d]
+
+
 class MathAttention:
     """The reference: scores, mask and softmax spelled out in fp32; KV heads repeated for GQA."""
 
@@ -48,11 +57,14 @@ class MathAttention:
         return segment_causal_mask(segment_ids, seq_length, device)
 
     def __call__(self, q, k, v, mask):
-        groups, dtype = q.shape[2] // k.shape[2], q.dtype
-        q, k, v = _to_bnsd(q).float(), _to_bnsd(k).float(), _to_bnsd(v).float()
-        k = k.repeat_interleave(groups, dim=1)  # [b, nkv, s, d] -> [b, nq, s, d]
+        return self.decode(q, _to_bnsd(k), _to_bnsd(v), mask)
+
+    def decode(self, q, k, v, mask):
+        groups, dtype = q.shape[2] // k.shape[1], q.dtype
+        q, k, v = _to_bnsd(q).float(), k.float(), v.float()
+        k = k.repeat_interleave(groups, dim=1)  # [b, nkv, t, d] -> [b, nq, t, d]
         v = v.repeat_interleave(groups, dim=1)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [b, nq, s, s]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [b, nq, s, t]
         scores = scores.masked_fill(~mask, float("-inf"))
         out = torch.softmax(scores, dim=-1) @ v  # [b, nq, s, d]
         return _from_bnsd(out).to(dtype)
@@ -77,6 +89,9 @@ class SDPAAttention:
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return _from_bnsd(out)  # [b, nq, s, d] -> [s, b, nq·d]
+
+    def decode(self, q, k, v, mask):
+        return _sdpa_over_cache(q, k, v, mask)
 
 
 class FlashAttention:
@@ -116,6 +131,11 @@ class FlashAttention:
                 cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=True,
             ).view(b, s, nq, d)
         return out.transpose(0, 1).reshape(s, b, nq * d)  # [b, s, nq, d] -> [s, b, nq·d]
+
+    def decode(self, q, k, v, mask):
+        # flash-attn's cache API (flash_attn_with_kvcache) takes right-aligned per-row lengths, not the
+        # left-padded rows the cache holds; SDPA with the cache's mask runs its own flash/efficient kernel.
+        return _sdpa_over_cache(q, k, v, mask)
 
 
 BACKENDS = {

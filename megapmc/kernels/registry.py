@@ -2,9 +2,14 @@
 
 ``KernelConfig(attention_backend, kernel_backend)`` mirrors the ``--attention-backend`` and
 ``--kernel-backend`` flags. ``auto`` picks, per op, the first backend in that op's preference order that
-imports and suits the device; on the CPU that is always the plain PyTorch reference (SDPA for attention).
-An explicitly requested backend that is missing or cannot run on the device falls back to the reference
-with a one-line notice: a missing package never stops a run.
+imports and suits the device; on the CPU that is always the plain PyTorch reference (SDPA for attention),
+and what was missing is said in one line. An explicitly requested backend that is not installed or cannot
+run on the device is an error (``KernelUnavailableError``) naming the flag and what to install: a run
+never silently trains on other kernels than the ones asked for. A backend that has no kernel for an op at
+all (``--kernel-backend te`` offers only RMSNorm) runs that op on its reference.
+
+The public API for tools and tests: ``OPS``, ``REFERENCE`` (each op's reference backend),
+``backend_names(op)``, ``load_backend(op, name, device)``.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ KERNEL_BACKENDS = ("auto", "te", "liger", "apex", "compile", "torch")
 
 # Backends that need a CUDA device (Triton / CUDA extensions).
 _CUDA_ONLY = {"flash", "liger", "apex", "te"}
-# Which pip package provides each backend, for the notice.
+# Which pip package provides each backend, for the messages.
 _PACKAGE = {"flash": "flash-attn", "liger": "liger-kernel", "apex": "apex", "te": "transformer-engine"}
 
 # ``auto`` preference order on CUDA, per op (the reference comes last everywhere).
@@ -37,10 +42,16 @@ _AUTO_CUDA = {
 }
 _AUTO_CPU = {"attention": ("sdpa",), "rms_norm": ("torch",), "swiglu": ("torch",), "rope": ("torch",),
              "cross_entropy": ("single_pass",)}
-_REFERENCE = {"attention": "math", "rms_norm": "torch", "swiglu": "torch", "rope": "torch",
-              "cross_entropy": "torch"}
 _MODULES = {"attention": attention, "rms_norm": rmsnorm, "swiglu": swiglu, "rope": rope,
             "cross_entropy": cross_entropy}
+
+OPS = tuple(_MODULES)
+REFERENCE = {"attention": "math", "rms_norm": "torch", "swiglu": "torch", "rope": "torch",
+             "cross_entropy": "torch"}
+
+
+class KernelUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run here (package missing, or not a CUDA device)."""
 
 
 @dataclass
@@ -72,39 +83,50 @@ class Kernels:
         return select_kernels(KernelConfig(attention_backend="math", kernel_backend="torch"), "cpu")
 
 
-def _try_load(op: str, name: str, device: torch.device):
-    """The op's implementation from backend ``name``, or ``None`` with the reason."""
+def backend_names(op: str) -> tuple[str, ...]:
+    """Every backend ``op`` has a kernel for, the reference included."""
+    return tuple(_MODULES[op].BACKENDS)
+
+
+def load_backend(op: str, name: str, device) -> tuple[object | None, str | None]:
+    """``(implementation, None)`` of ``op`` from backend ``name`` on ``device``, or ``(None, reason)``."""
+    device = torch.device(device)
+    if name not in _MODULES[op].BACKENDS:
+        return None, f"{name} has no {op} kernel"
     if name in _CUDA_ONLY and device.type != "cuda":
         return None, f"{name} needs a CUDA device"
     try:
         return _MODULES[op].BACKENDS[name](), None
     except ImportError:
         return None, f"{_PACKAGE.get(name, name)} is not installed"
-    except KeyError:
-        return None, f"{name} has no {op} kernel"
+
+
+def _select_auto(op: str, device: torch.device, notices: list[str]):
+    missing = []
+    for name in (_AUTO_CUDA if device.type == "cuda" else _AUTO_CPU)[op]:
+        impl, why = load_backend(op, name, device)
+        if impl is not None:
+            # No fused kernel at all: worth telling the user which packages would give one.
+            if name not in _PACKAGE:
+                notices.extend(missing)
+            return name, impl
+        if name in _PACKAGE:
+            missing.append(f"{op}: {why}")
+    raise AssertionError(f"the last auto choice for {op} is a reference and always loads")
 
 
 def _select_op(op: str, requested: str, device: torch.device, notices: list[str]):
     if requested == "auto":
-        order = (_AUTO_CUDA if device.type == "cuda" else _AUTO_CPU)[op]
-        missing = []
-        for name in order:
-            impl, why = _try_load(op, name, device)
-            if impl is not None:
-                # No fused kernel at all: worth telling the user which packages would give one.
-                if name not in _PACKAGE:
-                    notices.extend(missing)
-                return name, impl
-            if name in _PACKAGE:
-                missing.append(f"{op}: {why}")
-        notices.extend(missing)
-        requested = _REFERENCE[op]
-    impl, why = _try_load(op, requested, device)
-    if impl is not None:
-        return requested, impl
-    fallback = _REFERENCE[op] if op != "attention" else "sdpa"
-    notices.append(f"{op}: {why}; using {fallback}")
-    return fallback, _try_load(op, fallback, device)[0]
+        return _select_auto(op, device, notices)
+    if requested not in _MODULES[op].BACKENDS:  # e.g. --kernel-backend apex for SwiGLU
+        return REFERENCE[op], load_backend(op, REFERENCE[op], device)[0]
+    impl, why = load_backend(op, requested, device)
+    if impl is None:
+        flag = "--attention-backend" if op == "attention" else "--kernel-backend"
+        fix = (f"pip install {_PACKAGE[requested]}" if requested in _PACKAGE and "installed" in why
+               else "run on a CUDA device")
+        raise KernelUnavailableError(f"{flag} {requested}: {why} ({op}); {fix}, or pass {flag} auto")
+    return requested, impl
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,11 +136,12 @@ def _notice(message: str) -> None:
 
 
 def select_kernels(config: KernelConfig, device) -> Kernels:
-    """Resolve ``config`` for ``device`` (meta counts as CPU); log one line if anything was missing."""
+    """Resolve ``config`` for ``device`` (meta counts as CPU). ``auto`` logs one line if a fused kernel
+    was missing; an explicit backend that cannot run raises ``KernelUnavailableError``."""
     device = torch.device(device)
     notices: list[str] = []
     names, impls = {}, {}
-    for op in _MODULES:
+    for op in OPS:
         requested = config.attention_backend if op == "attention" else config.kernel_backend
         names[op], impls[op] = _select_op(op, requested, device, notices)
     if notices:

@@ -4,6 +4,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from megapmc.utils.config import from_dict_strict
+
+
+def padded_vocab_size(vocab_size: int, make_vocab_size_divisible_by: int, tensor_model_parallel_size: int) -> int:
+    """Megatron pads the vocabulary to a multiple of ``make_vocab_size_divisible_by × TP``, so every TP rank
+    holds an equal, aligned slice of the embedding and output layer."""
+    multiple = make_vocab_size_divisible_by * tensor_model_parallel_size
+    return -(-vocab_size // multiple) * multiple
+
 
 @dataclass
 class LlamaConfig:
@@ -44,10 +53,8 @@ class LlamaConfig:
         return self.hidden_size // self.num_attention_heads
 
     def padded_vocab_size(self, tensor_model_parallel_size: int = 1) -> int:
-        """Vocabulary rows of the embedding and output layer: Megatron pads to a multiple of
-        ``make_vocab_size_divisible_by × TP`` so every TP rank holds an equal, aligned slice."""
-        multiple = self.make_vocab_size_divisible_by * tensor_model_parallel_size
-        return -(-self.vocab_size // multiple) * multiple
+        """Vocabulary rows of the embedding and output layer (``padded_vocab_size`` below)."""
+        return padded_vocab_size(self.vocab_size, self.make_vocab_size_divisible_by, tensor_model_parallel_size)
 
     def check_tensor_parallel(self, tensor_model_parallel_size: int) -> None:
         """Raise a ValueError saying what to change if this shape cannot be split ``tp`` ways."""
@@ -76,11 +83,7 @@ class LlamaConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LlamaConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown LlamaConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> "LlamaConfig":

@@ -1,8 +1,9 @@
-"""Incremental decoding: a key/value cache and the attention over it.
+"""Incremental decoding: a key/value cache and the attention mask over it.
 
 ``LlamaModel.forward(input_ids, position_ids=..., inference_cache=cache, padding_mask=...)`` runs only the
 new tokens: every layer appends their keys and values to ``cache`` and attends over the cached prefix plus
-the new tokens (causal among the new ones). A prompt is prefilled in one call, then each generated token
+the new tokens (causal among the new ones), through the chosen attention backend's ``decode``
+(``megapmc.kernels.attention``). A prompt is prefilled in one call, then each generated token
 is one call of length 1. Each TP rank caches its own KV heads (``nkv/tp``), so the cache is as sharded as
 the weights and GQA keeps ``nkv/tp`` (not ``nq/tp``) heads per layer.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 @dataclass
@@ -84,22 +84,14 @@ class InferenceCache:
         """Write this call's ``k``/``v`` ``[s, b, nkv/tp, d]`` for ``layer`` and return the layer's keys and
         values so far, ``[b, nkv/tp, length + s, d]`` (views of the cache)."""
         start, end = self.length, self.length + k.shape[0]
-        self.key[layer][:, start:end] = k.transpose(0, 1)  # [s, b, n, d] -> [b, s, n, d]
-        self.value[layer][:, start:end] = v.transpose(0, 1)
+        # detached: the cache outlives one call, and an autograd history would chain every step's graph
+        self.key[layer][:, start:end] = k.detach().transpose(0, 1)  # [s, b, n, d] -> [b, s, n, d]
+        self.value[layer][:, start:end] = v.detach().transpose(0, 1)
         return self.key[layer][:, :end].transpose(1, 2), self.value[layer][:, :end].transpose(1, 2)
 
     def advance(self, seq_length: int) -> None:
         """Mark ``seq_length`` more positions filled, once every layer has written them."""
         self.length += seq_length
-
-
-def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``q [s, b, nq, d]`` over cached ``k``/``v`` ``[b, nkv, L + s, d]`` with ``mask [b, 1, s, L + s]``;
-    returns ``[s, b, nq·d]`` like the training attention cores."""
-    s, b, nq, d = q.shape
-    out = F.scaled_dot_product_attention(q.permute(1, 2, 0, 3), k, v, attn_mask=mask,
-                                         enable_gqa=nq != k.shape[1])  # [b, nq, s, d]
-    return out.permute(2, 0, 1, 3).reshape(s, b, nq * d)
 
 
 def left_padded_positions(padding_mask: torch.Tensor) -> torch.Tensor:

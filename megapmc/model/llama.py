@@ -8,6 +8,7 @@ Parameter names and per-rank shapes are the contract in docs/architecture.md (fu
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 from megapmc.kernels import KernelConfig, Kernels, select_kernels
 from megapmc.model.config import LlamaConfig
-from megapmc.model.inference import InferenceCache, cached_attention
+from megapmc.model.inference import InferenceCache
 from megapmc.model.recompute import RecomputeConfig, checkpoint, layer_chunks
 from megapmc.model.rotary import RotaryEmbedding
 from megapmc.parallel.cross_entropy import vocab_parallel_cross_entropy
@@ -104,27 +105,22 @@ class LlamaAttention(nn.Module):
         self.core_attention = kernels.attention
         self.recompute_core = recompute_core
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, cos, sin, mask, cache: InferenceCache | None = None, layer: int = 0):
+        """With ``cache``, ``x`` holds only the new tokens: their k/v join the cache's ``layer`` and they
+        attend over all of it (``mask`` then comes from ``cache.prepare``)."""
         qkv = self.qkv_proj(x)  # [s, b, (nq + 2·nkv)/tp · d]
         s, b = qkv.shape[:2]
         qkv = qkv.view(s, b, self.num_local_heads + 2 * self.num_local_kv_heads, self.head_dim)
         q, k, v = qkv.split([self.num_local_heads, self.num_local_kv_heads, self.num_local_kv_heads], dim=2)
         q, k = self.rope(q, k, cos, sin)  # [s, b, nq/tp, d], [s, b, nkv/tp, d]
-        if self.recompute_core:
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # [b, nkv/tp, L + s, d]
+            out = self.core_attention.decode(q, k, v, mask)
+        elif self.recompute_core:
             out = checkpoint(self.core_attention, q, k, v, mask)
         else:
             out = self.core_attention(q, k, v, mask)  # [s, b, nq/tp · d]
         return self.o_proj(out)  # [s, b, h] (or [s/tp, b, h] with sequence parallelism)
-
-    def decode(self, x, cos, sin, mask, cache: InferenceCache, layer: int):
-        """``forward`` for new tokens only: their k/v join ``cache`` and they attend over all of it."""
-        qkv = self.qkv_proj(x)  # [s, b, (nq + 2·nkv)/tp · d]
-        s, b = qkv.shape[:2]
-        qkv = qkv.view(s, b, self.num_local_heads + 2 * self.num_local_kv_heads, self.head_dim)
-        q, k, v = qkv.split([self.num_local_heads, self.num_local_kv_heads, self.num_local_kv_heads], dim=2)
-        q, k = self.rope(q, k, cos, sin)  # [s, b, nq/tp, d], [s, b, nkv/tp, d]
-        k, v = cache.update(layer, k, v)  # [b, nkv/tp, L + s, d]
-        return self.o_proj(cached_attention(q, k, v, mask))  # [s, b, nq/tp · d] -> [s, b, h]
 
 
 class LlamaMLP(nn.Module):
@@ -161,12 +157,8 @@ class LlamaDecoderLayer(nn.Module):
                                                 sp_group, device, dtype)
         self.mlp = LlamaMLP(config, parallel, kernels, sp, device, dtype)
 
-    def forward(self, x, cos, sin, mask):
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
-        return h + self.mlp(self.post_attention_layernorm(h))
-
-    def decode(self, x, cos, sin, mask, cache: InferenceCache, layer: int):
-        h = x + self.self_attn.decode(self.input_layernorm(x), cos, sin, mask, cache, layer)
+    def forward(self, x, cos, sin, mask, cache: InferenceCache | None = None, layer: int = 0):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -177,8 +169,9 @@ class LlamaModel(nn.Module):
     vocab-parallel logits ``[b, s, V/tp]`` (padded vocabulary columns are ``-inf``), or with ``labels`` the
     per-token fp32 loss ``[b, s]`` (vocab-parallel cross-entropy, never gathering the vocabulary).
     ``segment_ids`` keep attention inside each packed sample; pass ``position_ids`` restarting per sample.
-    With an ``inference_cache`` (``megapmc.model.inference``) only the new tokens run, attending over the
-    cached ones too (incremental decoding; see ``decode``).
+    With an ``inference_cache`` (``megapmc.model.inference``) the same forward runs only the new tokens,
+    attending over the cached ones too (incremental decoding): ``position_ids`` then default to
+    ``cache.length + 0..s-1`` and ``padding_mask [b, s]`` (True for real tokens) marks left padding.
     """
 
     def __init__(self, config: LlamaConfig, parallel: ParallelState | None = None,
@@ -213,6 +206,12 @@ class LlamaModel(nn.Module):
         # Columns of this rank's logits that are real tokens; the rest is Megatron's padding.
         self.num_valid_local = max(0, min(self.lm_head.local_sizes[0], config.vocab_size - self.vocab_start))
         self._chunks = layer_chunks(config.num_layers, options.recompute_config)
+        # The whole vocabulary is on this rank at TP = 1 (the chosen kernel); otherwise it is split.
+        if parallel.tp_size == 1:
+            self.loss_fn = kernels.cross_entropy
+        else:
+            self.loss_fn = functools.partial(vocab_parallel_cross_entropy, vocab_start=self.vocab_start,
+                                             group=parallel.tp_group)
 
     # ---- weights -------------------------------------------------------------------------------
 
@@ -226,21 +225,12 @@ class LlamaModel(nn.Module):
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
 
-    def shard_state_dict(self, full: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """This rank's slices of a full (TP = 1) state dict with the same names and padded vocabulary."""
-        layers = dict(self.named_modules())
-        out = {}
-        for name, tensor in full.items():
-            module = layers[name.rpartition(".")[0]]
-            out[name] = module.shard(tensor) if hasattr(module, "shard") else tensor
-        return out
-
     # ---- forward -------------------------------------------------------------------------------
 
-    def _run_layers(self, start: int, end: int):
+    def _run_layers(self, start: int, end: int, cache: InferenceCache | None):
         def run(x, cos, sin, mask):
-            for layer in self.layers[start:end]:
-                x = layer(x, cos, sin, mask)
+            for i in range(start, end):
+                x = self.layers[i](x, cos, sin, mask, cache, i)
             return x
         return run
 
@@ -249,59 +239,49 @@ class LlamaModel(nn.Module):
             logits[..., self.num_valid_local:] = float("-inf")  # in place: the matmul saved no output
         return logits
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                segment_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                inference_cache: InferenceCache | None = None,
-                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if inference_cache is not None:
-            if segment_ids is not None or labels is not None:
-                raise ValueError("decoding with an inference cache takes neither segment_ids nor labels")
-            return self.decode(input_ids, inference_cache, position_ids, padding_mask)
-        b, s = input_ids.shape
-        if self.sequence_parallel and s % self.parallel.tp_size:
-            raise ValueError(f"--sequence-parallel splits the sequence over {self.parallel.tp_size} TP ranks: "
-                             f"sequence length {s} must be divisible by --tensor-model-parallel-size")
-        x = self.embed_tokens(input_ids.t())  # [b, s] -> [s, b] -> [s, b, h] (or [s/tp, b, h] with SP)
-        cos, sin = self.rotary(position_ids, s, x.device, x.dtype)  # [s, b|1, 1, d]
-        mask = self.kernels.attention.prepare(segment_ids, s, x.device)
-        for start, end, recompute in self._chunks:
-            run = self._run_layers(start, end)
-            x = checkpoint(run, x, cos, sin, mask) if recompute else run(x, cos, sin, mask)
-        logits = self._mask_padded_vocab(self.lm_head(self.norm(x)))  # [s, b, V/tp]
-        if labels is None:
-            return logits.transpose(0, 1).contiguous()  # [b, s, V/tp]
-        target = labels.t()  # [b, s] -> [s, b]
-        if self.parallel.tp_size == 1:
-            loss = self.kernels.cross_entropy(logits, target)
-        else:
-            loss = vocab_parallel_cross_entropy(logits, target, self.vocab_start, self.parallel.tp_group)
-        return loss.t().contiguous()  # [s, b] -> [b, s] (b·s floats: cheap, and callers may .view it)
-
-    @torch.no_grad()
-    def decode(self, input_ids: torch.Tensor, cache: InferenceCache, position_ids: torch.Tensor | None = None,
-               padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Vocab-parallel logits ``[b, s, V/tp]`` of ``input_ids [b, s]``, the tokens that follow the
-        ``cache.length`` already in ``cache`` (which this call extends). ``position_ids`` default to
-        ``cache.length + 0..s-1``; ``padding_mask [b, s]`` (True for real tokens) marks left padding."""
+    def _check_decoding(self, cache: InferenceCache, batch_size: int, segment_ids, labels) -> None:
+        if segment_ids is not None or labels is not None:
+            raise ValueError("decoding with an inference cache takes neither segment_ids nor labels")
         if self.sequence_parallel:
             raise ValueError("--sequence-parallel is a training feature: build the model for decoding "
                              "without it (TransformerOptions(sequence_parallel=False))")
         if self.options.recompute_granularity is not None:
             raise ValueError(f"--recompute-granularity {self.options.recompute_granularity} is a training "
                              f"feature: build the model for decoding without it")
+        if batch_size != cache.batch_size:
+            raise ValueError(f"input_ids has {batch_size} rows but the inference cache was allocated for "
+                             f"{cache.batch_size}")
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
+                segment_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                inference_cache: InferenceCache | None = None,
+                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, s = input_ids.shape
-        if b != cache.batch_size:
-            raise ValueError(f"input_ids has {b} rows but the inference cache was allocated for {cache.batch_size}")
-        if position_ids is None:
-            position_ids = torch.arange(cache.length, cache.length + s, device=input_ids.device).expand(b, s)
-        x = self.embed_tokens(input_ids.t())  # [b, s] -> [s, b] -> [s, b, h]
-        cos, sin = self.rotary(position_ids, s, x.device, x.dtype)  # [s, b, 1, d]
-        mask = cache.prepare(padding_mask, s)  # [b, 1, s, L + s]
-        for i, layer in enumerate(self.layers):
-            x = layer.decode(x, cos, sin, mask, cache, i)
-        cache.advance(s)
+        cache = inference_cache
+        if cache is None:
+            if padding_mask is not None:
+                raise ValueError("padding_mask goes with an inference_cache; packed training rows use segment_ids")
+            if self.sequence_parallel and s % self.parallel.tp_size:
+                raise ValueError(f"--sequence-parallel splits the sequence over {self.parallel.tp_size} TP "
+                                 f"ranks: sequence length {s} must be divisible by --tensor-model-parallel-size")
+            mask = self.kernels.attention.prepare(segment_ids, s, input_ids.device)
+        else:
+            self._check_decoding(cache, b, segment_ids, labels)
+            if position_ids is None:
+                position_ids = torch.arange(cache.length, cache.length + s, device=input_ids.device).expand(b, s)
+            mask = cache.prepare(padding_mask, s)  # [b, 1, s, L + s]
+        x = self.embed_tokens(input_ids.t())  # [b, s] -> [s, b] -> [s, b, h] (or [s/tp, b, h] with SP)
+        cos, sin = self.rotary(position_ids, s, x.device, x.dtype)  # [s, b|1, 1, d]
+        for start, end, recompute in self._chunks:
+            run = self._run_layers(start, end, cache)
+            x = checkpoint(run, x, cos, sin, mask) if recompute else run(x, cos, sin, mask)
+        if cache is not None:
+            cache.advance(s)
         logits = self._mask_padded_vocab(self.lm_head(self.norm(x)))  # [s, b, V/tp]
-        return logits.transpose(0, 1).contiguous()  # [b, s, V/tp]
+        if labels is None:
+            return logits.transpose(0, 1).contiguous()  # [b, s, V/tp]
+        loss = self.loss_fn(logits, labels.t())  # [s, b]
+        return loss.t().contiguous()  # [s, b] -> [b, s] (b·s floats: cheap, and callers may .view it)
 
     def gather_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits ``[b, s, vocab_size]`` (padding trimmed) from this rank's

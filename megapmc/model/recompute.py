@@ -6,8 +6,8 @@
 * ``selective``: only the attention core (the ``[b, n, s, s]``-sized part that is cheap to recompute
   and expensive to store) is recomputed.
 
-Non-reentrant ``torch.utils.checkpoint`` restores the default CPU/CUDA RNG state for the recompute; the
-per-TP-rank streams of ``megapmc.parallel.random`` are replayed through ``rng_tracker``.
+The model has no dropout, so the recompute draws no random numbers (non-reentrant
+``torch.utils.checkpoint`` would restore the default CPU/CUDA RNG state anyway).
 """
 from __future__ import annotations
 
@@ -48,10 +48,6 @@ def layer_chunks(num_layers: int, config: RecomputeConfig) -> list[tuple[int, in
     return [(i, i + 1, i < n) for i in range(num_layers)]
 
 
-def checkpoint(fn, *args, rng_tracker=None):
-    """``fn(*args)`` whose activations are recomputed in backward instead of stored. With an
-    ``RNGStatesTracker``, randomness drawn from its streams inside ``fn`` is replayed exactly."""
-    if rng_tracker is None:
-        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
-    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False,
-                                             context_fn=rng_tracker.recompute_contexts)
+def checkpoint(fn, *args):
+    """``fn(*args)`` whose activations are recomputed in backward instead of stored."""
+    return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)

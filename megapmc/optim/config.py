@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from megapmc.utils.config import from_dict_strict
+
 
 @dataclass
 class OptimizerConfig:
@@ -56,8 +58,4 @@ class OptimizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "OptimizerConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown OptimizerConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)

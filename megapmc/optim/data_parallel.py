@@ -14,8 +14,8 @@ Usage, one optimizer step over ``n`` micro-batches::
 Averaging: after ``finish_grad_sync`` every ``main_grad`` holds the MEAN over DP ranks of the
 gradients accumulated on each rank. So if each rank backpropagates ``mean_loss(micro_batch) / n``,
 the result is the gradient of the mean loss over the global batch (equal-sized micro-batches). For a
-token-weighted mean (loss masks), backpropagate each micro-batch's loss SUM, then call
-``scale_gradients(dp_size / global_num_tokens)`` after ``finish_grad_sync``.
+token-weighted mean (loss masks), backpropagate each micro-batch's loss SUM times
+``dp_size / global_num_tokens``.
 
 Tensor parallelism is the model's business: gradients that are partial across TP ranks (the norm
 weights under sequence parallelism) are reduced inside the model's backward, so every DP group here
@@ -124,11 +124,6 @@ class DataParallel(nn.Module):
         for bucket in buckets:
             bucket.finish_grad_sync()
         self._grads_synced = True
-
-    def scale_gradients(self, factor: float) -> None:
-        """Multiply every accumulated gradient by ``factor`` (e.g. ``dp_size / global_num_tokens``)."""
-        for buffer in self.grad_buffers:
-            buffer.scale(factor)
 
     def zero_grad_buffer(self) -> None:
         """Zero the gradient buffers and reset the buckets for the next iteration."""

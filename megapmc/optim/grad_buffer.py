@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-# torch >= 2.10 renamed the flat-tensor collectives; both forms take (output, input, ...).
-_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+from megapmc.parallel.mappings import all_gather_single, reduce_scatter_single
+
 
 # Parameter starts and shard boundaries are aligned to this many elements when the buffer is sharded,
 # so every rank's shard and every parameter view starts on an aligned address.
@@ -94,7 +93,7 @@ class Bucket:
         if self.sharded:
             lo, hi = self.shard_range()
             # [n] -> [n/dp]: in place, this rank's shard of the buffer receives the reduced values.
-            self._grad_handle = _reduce_scatter(self.grad_data[lo:hi], self.grad_data, group=self.dp_group,
+            self._grad_handle = reduce_scatter_single(self.grad_data[lo:hi], self.grad_data, group=self.dp_group,
                                                 async_op=async_op)
         else:
             self._grad_handle = dist.all_reduce(self.grad_data, group=self.dp_group, async_op=async_op)
@@ -111,7 +110,7 @@ class Bucket:
             return
         lo, hi = self.shard_range()
         # [n/dp] from each rank -> [n], in place.
-        self._param_handle = _all_gather(self.param_data, self.param_data[lo:hi], group=self.dp_group,
+        self._param_handle = all_gather_single(self.param_data, self.param_data[lo:hi], group=self.dp_group,
                                          async_op=True)
 
     @property
@@ -193,9 +192,6 @@ class GradBuffer:
         self.grad_data.zero_()
         for bucket in self.buckets:
             bucket.reset()
-
-    def scale(self, factor: float) -> None:
-        self.grad_data.mul_(factor)
 
 
 def _round_up(x: int, multiple: int) -> int:

@@ -9,11 +9,11 @@ runs in one process.
 | --- | --- | --- |
 | ``copy_to_tensor_model_parallel_region`` | identity | all-reduce |
 | ``reduce_from_tensor_model_parallel_region`` | all-reduce | identity |
-| ``scatter_to_tensor_model_parallel_region`` | keep own last-dim chunk | all-gather last dim |
 | ``gather_from_tensor_model_parallel_region`` | all-gather last dim | keep own chunk |
-| ``scatter_to_sequence_parallel_region`` | keep own dim-0 chunk | all-gather dim 0 |
-| ``gather_from_sequence_parallel_region`` | all-gather dim 0 | reduce-scatter dim 0 (or keep own chunk) |
 | ``reduce_scatter_to_sequence_parallel_region`` | reduce-scatter dim 0 | all-gather dim 0 |
+
+The sequence-parallel all-gather in front of a column-parallel GEMM is not a mapping here: the layer
+overlaps it with its own GEMM (``all_gather_first_dim_async``, ``megapmc.parallel.layers``).
 """
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ import torch.distributed as dist
 
 Group = Optional[dist.ProcessGroup]
 
-# torch >= 2.10 renamed the tensor collectives; the GPU machine may run an older torch.
-_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+# torch >= 2.10 renamed the flat-tensor collectives (both forms take (output, input, ...)); the GPU
+# machine may run an older torch. The one place that knows both names.
+all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 
 def group_size(group: Group) -> int:
@@ -66,26 +67,13 @@ def _gather_last_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
     return torch.cat(out.unbind(0), dim=-1)  # [tp, ..., n/tp] -> [..., n]
 
 
-def _split_first_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
-    world = group_size(group)
-    if world == 1:
-        return x
-    if x.shape[0] % world:
-        raise ValueError(
-            f"sequence length {x.shape[0]} is not divisible by the tensor-parallel size {world}; "
-            f"sequence parallelism needs --seq-length divisible by --tensor-model-parallel-size"
-        )
-    # [s, ...] -> [s/tp, ...]; a dim-0 slice of a contiguous tensor is already contiguous
-    return x.chunk(world, dim=0)[group_rank(group)].contiguous()
-
-
 def _gather_first_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
     world = group_size(group)
     if world == 1:
         return x
     x = x.contiguous()
     out = torch.empty((world * x.shape[0],) + x.shape[1:], dtype=x.dtype, device=x.device)
-    _all_gather_single(out, x, group=group)  # [s/tp, ...] -> [s, ...]
+    all_gather_single(out, x, group=group)  # [s/tp, ...] -> [s, ...]
     return out
 
 
@@ -97,7 +85,7 @@ def _reduce_scatter_first_dim(x: torch.Tensor, group: Group) -> torch.Tensor:
         raise ValueError(f"dim 0 ({x.shape[0]}) is not divisible by the tensor-parallel size {world}")
     x = x.contiguous()
     out = torch.empty((x.shape[0] // world,) + x.shape[1:], dtype=x.dtype, device=x.device)
-    _reduce_scatter_single(out, x, group=group)  # [s, ...] summed over ranks -> [s/tp, ...]
+    reduce_scatter_single(out, x, group=group)  # [s, ...] summed over ranks -> [s/tp, ...]
     return out
 
 
@@ -124,7 +112,7 @@ def all_gather_first_dim_async(x: torch.Tensor, group: Group):
         return x, _Done()
     x = x.contiguous()
     out = torch.empty((world * x.shape[0],) + x.shape[1:], dtype=x.dtype, device=x.device)
-    return out, _all_gather_single(out, x, group=group, async_op=True)
+    return out, all_gather_single(out, x, group=group, async_op=True)
 
 
 def reduce_scatter_first_dim_async(x: torch.Tensor, group: Group):
@@ -136,125 +124,49 @@ def reduce_scatter_first_dim_async(x: torch.Tensor, group: Group):
         raise ValueError(f"dim 0 ({x.shape[0]}) is not divisible by the tensor-parallel size {world}")
     x = x.contiguous()
     out = torch.empty((x.shape[0] // world,) + x.shape[1:], dtype=x.dtype, device=x.device)
-    return out, _reduce_scatter_single(out, x, group=group, async_op=True)
+    return out, reduce_scatter_single(out, x, group=group, async_op=True)
 
 
 # ---- autograd functions ------------------------------------------------------------------------
 
-class _CopyToRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        return x
+def _identity(x: torch.Tensor, group: Group) -> torch.Tensor:
+    return x
+
+
+def _all_reduce_copy(x: torch.Tensor, group: Group) -> torch.Tensor:
+    # A new tensor: autograd must not see the input modified in place.
+    return _all_reduce(x.clone() if group_size(group) > 1 else x, group)
+
+
+class _Mapping(torch.autograd.Function):
+    """``forward(x, group)`` going forward and its dual ``backward(grad, group)`` going back: each mapping
+    below is one such pair, as in the module's table."""
 
     @staticmethod
-    def backward(ctx, grad):
-        return _all_reduce(grad, ctx.group), None
-
-
-class _ReduceFromRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        return _all_reduce(x.clone() if group_size(group) > 1 else x, group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
-class _ScatterToRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        return _split_last_dim(x, group)
+    def forward(ctx, x, group, forward, backward):
+        ctx.group, ctx.dual = group, backward
+        return forward(x, group)
 
     @staticmethod
     def backward(ctx, grad):
-        return _gather_last_dim(grad, ctx.group), None
-
-
-class _GatherFromRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        return _gather_last_dim(x, group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _split_last_dim(grad, ctx.group), None
-
-
-class _ScatterToSequenceRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        return _split_first_dim(x, group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _gather_first_dim(grad, ctx.group), None
-
-
-class _GatherFromSequenceRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group, tensor_parallel_output_grad):
-        ctx.group = group
-        ctx.tensor_parallel_output_grad = tensor_parallel_output_grad
-        return _gather_first_dim(x, group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        # Consumers in the TP region each produce a partial gradient of the full sequence: sum them and
-        # keep this rank's rows. A consumer that is replicated produced the full gradient already.
-        if ctx.tensor_parallel_output_grad:
-            return _reduce_scatter_first_dim(grad, ctx.group), None, None
-        return _split_first_dim(grad, ctx.group), None, None
-
-
-class _ReduceScatterToSequenceRegion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        return _reduce_scatter_first_dim(x, group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _gather_first_dim(grad, ctx.group), None
+        return ctx.dual(grad, ctx.group), None, None, None
 
 
 def copy_to_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Forward identity; backward all-reduces the gradient (input of a column-parallel layer)."""
-    return _CopyToRegion.apply(x, group)
+    return _Mapping.apply(x, group, _identity, _all_reduce)
 
 
 def reduce_from_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Forward all-reduce (sum of partial outputs of a row-parallel layer); backward identity."""
-    return _ReduceFromRegion.apply(x, group)
-
-
-def scatter_to_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
-    """``[..., n] -> [..., n/tp]`` (this rank's chunk); backward all-gathers the last dim."""
-    return _ScatterToRegion.apply(x, group)
+    return _Mapping.apply(x, group, _all_reduce_copy, _identity)
 
 
 def gather_from_tensor_model_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
     """``[..., n/tp] -> [..., n]``; backward keeps this rank's chunk of the gradient."""
-    return _GatherFromRegion.apply(x, group)
-
-
-def scatter_to_sequence_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
-    """``[s, ...] -> [s/tp, ...]``; backward all-gathers along the sequence."""
-    return _ScatterToSequenceRegion.apply(x, group)
-
-
-def gather_from_sequence_parallel_region(
-    x: torch.Tensor, group: Group, tensor_parallel_output_grad: bool = True
-) -> torch.Tensor:
-    """``[s/tp, ...] -> [s, ...]``; backward reduce-scatters (the output feeds TP-split compute) or,
-    with ``tensor_parallel_output_grad=False``, keeps this rank's rows."""
-    return _GatherFromSequenceRegion.apply(x, group, tensor_parallel_output_grad)
+    return _Mapping.apply(x, group, _gather_last_dim, _split_last_dim)
 
 
 def reduce_scatter_to_sequence_parallel_region(x: torch.Tensor, group: Group) -> torch.Tensor:
     """``[s, ...]`` partial sums ``-> [s/tp, ...]`` reduced; backward all-gathers along the sequence."""
-    return _ReduceScatterToSequenceRegion.apply(x, group)
+    return _Mapping.apply(x, group, _reduce_scatter_first_dim, _gather_first_dim)

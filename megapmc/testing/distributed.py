@@ -68,3 +68,14 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any) -> None
         detail = "\n".join(f"--- rank {r} ---\n{tb}" for r, tb in sorted(failures))
         codes = [p.exitcode for p in procs]
         raise RuntimeError(f"distributed test failed (exit codes {codes})\n{detail}")
+
+
+def local_slices(model: torch.nn.Module, full: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """This TP rank's slices of a TP = 1 state dict (same names, same padded vocabulary), cut by each
+    parallel layer's own ``shard``: what a rank's weights or gradients must equal."""
+    modules = dict(model.named_modules())
+    out = {}
+    for name, tensor in full.items():
+        module = modules[name.rpartition(".")[0]]
+        out[name] = module.shard(tensor) if hasattr(module, "shard") else tensor
+    return out

@@ -11,8 +11,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from megapmc.data.config import DataConfig
 from megapmc.model.config import LlamaConfig
+from megapmc.model.llama import TransformerOptions
+from megapmc.optim.config import OptimizerConfig
 from megapmc.optim.lr_schedule import LRScheduleConfig
+from megapmc.sft.dataset import SFTDataConfig
 
 
 @dataclass
@@ -97,9 +101,12 @@ class LoggingConfig:
     log_interval: int = 100
     tensorboard_dir: str | None = None
     device_peak_tflops: float | None = None  # per-device peak for MFU; None: looked up from the device name
-    progress_bar: bool = True
+    progress_bar: bool = True  # a tqdm bar on a terminal; plain progress lines when output is not one
+    progress_interval_s: float = 30.0  # seconds between plain progress lines (output not a terminal)
 
     def __post_init__(self):
+        if self.progress_interval_s < 0:
+            raise ValueError(f"progress_interval_s must be >= 0, got {self.progress_interval_s}")
         if self.log_interval < 1:
             raise ValueError(f"--log-interval must be >= 1, got {self.log_interval}")
         if self.device_peak_tflops is not None and self.device_peak_tflops <= 0:
@@ -108,14 +115,13 @@ class LoggingConfig:
 
 @dataclass
 class RunConfig:
-    """Everything a run needs. ``model_options``, ``optimizer`` and ``data`` are the dataclasses of
-    ``megapmc.model``, ``megapmc.optim`` and ``megapmc.data``; they are kept as objects here and
-    serialised with ``dataclasses.asdict``."""
+    """Everything a run needs; ``data`` is pretraining's ``DataConfig``, instruction tuning's
+    ``SFTDataConfig``, or ``None`` for a run whose dataset provider needs no configuration."""
 
     model: LlamaConfig
-    model_options: Any
-    optimizer: Any
-    data: Any
+    model_options: TransformerOptions
+    optimizer: OptimizerConfig
+    data: DataConfig | SFTDataConfig | None
     lr_schedule: LRScheduleConfig
     training: TrainingConfig
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

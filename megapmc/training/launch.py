@@ -14,6 +14,7 @@ def run_training(prog: str, parser: argparse.ArgumentParser, argv: list[str] | N
                  data_config: Callable[[argparse.Namespace], object], dataset_provider: DatasetProvider,
                  dry_run: Callable[[RunConfig, argparse.Namespace], str]) -> int:
     from megapmc.checkpoint.checkpointing import CheckpointError
+    from megapmc.kernels import KernelUnavailableError
     from megapmc.training.arguments import build_run_config, parse_args
     from megapmc.training.trainer import TrainingError, train
 
@@ -27,7 +28,7 @@ def run_training(prog: str, parser: argparse.ArgumentParser, argv: list[str] | N
         parser.error(str(e))  # exits 2 with the usage line
     try:
         result = train(config, dataset_provider)
-    except (CheckpointError, TrainingError) as e:
+    except (CheckpointError, TrainingError, KernelUnavailableError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     if result.exit_reason != "finished":

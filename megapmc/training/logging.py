@@ -1,12 +1,16 @@
-"""What a run reports: a console line per log interval, TensorBoard scalars, ``metrics.jsonl``, a progress bar.
+"""What a run reports: a console line per log interval, TensorBoard scalars, ``metrics.jsonl``, progress.
 
-Only the first rank logs. ``metrics.jsonl`` (in the ``--save`` directory) gets one JSON object per
+Only the first rank logs. Console lines and progress share one stream (stdout): on a terminal progress is
+a tqdm bar and every line is written through it (``tqdm.write``), so no line is glued to a bar fragment;
+when stdout is not a terminal (a log file, a pipe) there is no bar, only a plain progress line every
+``LoggingConfig.progress_interval_s`` seconds, since a bar's carriage returns garble a file. ``metrics.jsonl`` (in the ``--save`` directory) gets one JSON object per
 iteration and is appended across restarts; after a crash the iterations since the last checkpoint
 appear again, and readers keep the last record of each iteration (``read_metrics``). Losses are
 written with ``repr`` precision, so a record holds the exact fp32 value the run computed.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import resource
@@ -14,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from tqdm import tqdm
@@ -43,6 +48,41 @@ def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
 
 
+class PlainProgress:
+    """The progress bar's stand-in when output is not a terminal: whole lines, at most one every
+    ``interval_s`` seconds (``train: 120/1000 iterations (12.0%) | 2.50 s/it | eta 0:36:40``)."""
+
+    def __init__(self, total: int, initial: int, stream: TextIO, interval_s: float):
+        self.total, self.n, self.stream, self.interval_s = total, initial, stream, interval_s
+        self._start_n, self._start = initial, time.monotonic()
+        self._last = self._start
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self._last >= self.interval_s or self.n >= self.total:
+            self._last = now
+            self.write(self.line(now))
+
+    def line(self, now: float) -> str:
+        done = self.n - self._start_n
+        per_it = (now - self._start) / done if done else float("nan")
+        eta = datetime.timedelta(seconds=round(per_it * (self.total - self.n))) if done else "?"
+        return (f"train: {self.n}/{self.total} iterations ({100 * self.n / max(self.total, 1):.1f}%) | "
+                f"{per_it:.2f} s/it | eta {eta}")
+
+    def write(self, message: str) -> None:
+        self.stream.write(message + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def _is_terminal(stream) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
 class TrainingLogger:
     """Per-iteration records, interval summaries and the progress bar of one run (first rank only)."""
 
@@ -56,8 +96,10 @@ class TrainingLogger:
         world_size: int,
         flops_per_token: float,
         peak_tflops: float | None,
+        stream: TextIO | None = None,
     ):
         self.config = config
+        self.stream = stream if stream is not None else sys.stdout
         self.enabled = enabled
         self.world_size = world_size
         self.flops_per_token = flops_per_token
@@ -74,17 +116,24 @@ class TrainingLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(config.tensorboard_dir, purge_step=start_iteration + 1)
-        if config.progress_bar:
+        if config.progress_bar and _is_terminal(self.stream):
             self._bar = tqdm(total=train_iters, initial=start_iteration, desc="train", unit="it",
-                             dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+                             dynamic_ncols=True, file=self.stream, mininterval=1.0)
+        elif config.progress_bar:
+            self._bar = PlainProgress(train_iters, start_iteration, self.stream, config.progress_interval_s)
 
     def _write(self, record: dict) -> None:
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
 
     def print(self, message: str) -> None:
-        if self.enabled:
-            (self._bar.write if self._bar is not None else print)(message)
+        if not self.enabled:
+            return
+        if isinstance(self._bar, tqdm):
+            self._bar.write(message, file=self.stream)  # clears the bar, writes the line, redraws the bar
+        else:
+            self.stream.write(message + "\n")
+            self.stream.flush()
 
     def throughput(self, stats: list[IterationStats]) -> dict:
         seconds = sum(s.elapsed_s for s in stats)
@@ -114,9 +163,10 @@ class TrainingLogger:
                 if math.isfinite(record[key]):
                     self._writer.add_scalar(f"train/{key}", record[key], stats.iteration)
             self._writer.add_scalar("train/skipped", float(stats.skipped), stats.iteration)
+        if isinstance(self._bar, tqdm):
+            self._bar.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{stats.lr:.2e}", refresh=False)
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{stats.lr:.2e}", refresh=False)
         if stats.iteration % self.config.log_interval == 0:
             self._log_interval()
 

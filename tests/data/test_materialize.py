@@ -14,8 +14,8 @@ from megapmc.data.blended_dataset import build_pretraining_datasets
 from megapmc.data.config import DataConfig
 from megapmc.data.indexed_dataset import IndexedDatasetBuilder
 from megapmc.data.loader import build_pretraining_data_loader
-from megapmc.data.materialize import (MaterializedDataset, build_blended_shards, expand_batch_counts,
-                                      load_manifest, verify_shards)
+from megapmc.data.materialize import build_blended_shards
+from megapmc.data.materialized_dataset import MaterializedDataset, expand_batch_counts, load_manifest, verify_shards
 from megapmc.parallel.state import ParallelState
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -183,7 +183,20 @@ def test_benchmark_rows(spm_model):
     rows = bench_preprocess.bench_preprocess_rows(str(spm_model), copies=1, repeats=1, workers=(1, 2))
     assert [r["setting"] for r in rows] == ["raw tokenizer, 1 thread(s)", "preprocess_data.py --workers 1",
                                             "raw tokenizer, 2 thread(s)", "preprocess_data.py --workers 2"]
-    assert all(r["tokens_per_s"] > 0 and r["tokens_per_cpu_s"] > 0 for r in rows)
+    # Every row timed the whole embedded corpus: rate x time is its exact token count, counted here one
+    # text at a time (the benchmark counts with the batch encoder and the tool with its own workers).
+    tok = build_tokenizer(spm_model)
+    texts = [json.loads(line)["text"] for name in ("books", "papers", "general")
+             for line in (REPO / "megapmc/sample_data/pretrain" / f"{name}.jsonl").read_text().splitlines()
+             if line.strip()]
+    num_tokens = sum(len(tok.encode(t)) for t in texts)
+    assert num_tokens > 1000
+    for r in rows:
+        assert r["tokens_per_s"] * r["seconds"] == pytest.approx(num_tokens, rel=1e-9), r
+    for raw, tool in zip(rows[::2], rows[1::2]):
+        assert raw["vs_raw"] == 1.0 and raw["cpu_vs_raw"] == 1.0
+        assert tool["vs_raw"] == pytest.approx(tool["tokens_per_s"] / raw["tokens_per_s"])
+        assert tool["cpu_vs_raw"] == pytest.approx(tool["tokens_per_cpu_s"] / raw["tokens_per_cpu_s"])
     assert "tokens/CPU-s" in bench_preprocess.format_rows(rows)
 
 

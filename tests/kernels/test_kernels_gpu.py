@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from megapmc.kernels.verify import Shapes, all_backends, compare
+from megapmc.testing.kernel_check import Shapes, all_backends, compare
 from megapmc.model import LlamaConfig, TransformerOptions, build_model
 
 pytestmark = [

@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from megapmc.kernels import KernelConfig, registry, select_kernels
+from megapmc.kernels import KernelConfig, KernelUnavailableError, registry, select_kernels
 from megapmc.model import LlamaConfig, TransformerOptions, build_model
 from megapmc.model import llama as llama_module
 
@@ -53,12 +53,15 @@ def test_without_te_auto_falls_through_with_a_notice(monkeypatch, caplog):
     assert "rms_norm: transformer-engine is not installed" in caplog.records[0].getMessage()
 
 
-def test_te_requested_on_cpu_falls_back(stand_in_te, caplog):
-    registry._notice.cache_clear()
-    with caplog.at_level(logging.WARNING, logger="megapmc.kernels"):
-        kernels = select_kernels(KernelConfig(kernel_backend="te"), "cpu")
-    assert kernels.names["rms_norm"] == "torch"
-    assert "te needs a CUDA device" in caplog.records[0].getMessage()
+def test_te_requested_on_cpu_is_an_error(stand_in_te):
+    with pytest.raises(KernelUnavailableError, match="--kernel-backend te: te needs a CUDA device"):
+        select_kernels(KernelConfig(kernel_backend="te"), "cpu")
+
+
+def test_te_requested_but_not_installed_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformer_engine", None)
+    with pytest.raises(KernelUnavailableError, match="pip install transformer-engine"):
+        select_kernels(KernelConfig(kernel_backend="te"), "cuda")
 
 
 def test_model_on_te_rmsnorm_keeps_parameter_names_and_matches_reference(stand_in_te, monkeypatch):

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from megapmc.kernels.attention import MathAttention
 from megapmc.model import LlamaConfig, TransformerOptions, build_model
 from megapmc.model.inference import InferenceCache, left_padded_positions
 from megapmc.parallel import initialize_parallel
@@ -38,8 +39,17 @@ def test_prefill_then_decode_equals_full_forward(prefill):
     assert torch.isneginf(got[..., GQA.vocab_size:]).all()  # padded vocabulary stays masked
 
 
+def test_decoding_runs_the_chosen_attention_backend(monkeypatch):
+    calls = []
+    original = MathAttention.decode
+    monkeypatch.setattr(MathAttention, "decode", lambda self, *args: calls.append(1) or original(self, *args))
+    model = build_model(GQA, options=TransformerOptions(attention_backend="math", kernel_backend="torch")).eval()
+    model(_ids(2, 3), inference_cache=InferenceCache.allocate(model, 2, 4))
+    assert len(calls) == GQA.num_layers
+
+
 def test_math_attention_model_matches_too():
-    """The decode path does not depend on the training attention backend."""
+    """Decoding with the math backend's ``decode`` matches its full forward too."""
     model = build_model(GQA, options=TransformerOptions(attention_backend="math", kernel_backend="torch")).eval()
     ids = _ids(s=9)
     with torch.no_grad():
@@ -85,6 +95,8 @@ def test_cache_shapes_and_errors():
         InferenceCache.allocate(model, 1, GQA.max_position_embeddings + 1)
     with pytest.raises(ValueError, match="neither segment_ids nor labels"):
         model(_ids(3, 1), labels=_ids(3, 1), inference_cache=cache)
+    with pytest.raises(ValueError, match="padding_mask goes with an inference_cache"):
+        model(_ids(3, 1), padding_mask=torch.ones(3, 1, dtype=torch.bool))
 
 
 def test_training_options_refused():

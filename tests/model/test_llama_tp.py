@@ -6,7 +6,7 @@ import torch
 
 from megapmc.model import LlamaConfig, TransformerOptions, build_model
 from megapmc.parallel import initialize_parallel
-from megapmc.testing.distributed import run_distributed
+from megapmc.testing.distributed import local_slices, run_distributed
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -53,7 +53,7 @@ def _check_tp(rank, world_size, config, cases):
         what = f"{name}{' packed' if packed else ''}"
         model = build_model(config, parallel, VARIANTS[name])
         # Init is TP-size independent: the full weights equal the reference's.
-        for pname, local in model.shard_state_dict(ref_model.state_dict()).items():
+        for pname, local in local_slices(model, ref_model.state_dict()).items():
             torch.testing.assert_close(model.state_dict()[pname], local, rtol=0, atol=0, msg=pname)
         logits = model(ids, position_ids=position_ids, segment_ids=segment_ids)
         local_ref = ref_logits[..., model.vocab_start:model.vocab_start + logits.shape[-1]]
@@ -62,7 +62,7 @@ def _check_tp(rank, world_size, config, cases):
         loss = model(ids, position_ids=position_ids, segment_ids=segment_ids, labels=labels)
         torch.testing.assert_close(loss, ref_loss, **TOL, msg=f"{what}: loss")
         loss.sum().backward()
-        expected = model.shard_state_dict(ref_grads)
+        expected = local_slices(model, ref_grads)
         for pname, p in model.named_parameters():
             torch.testing.assert_close(p.grad, expected[pname], **TOL, msg=f"{what}: grad of {pname}")
 

@@ -38,7 +38,7 @@ def _counting(monkeypatch_target, name, calls):
 def _communication_only_on_the_last_micro_batch(parallel, distributed, overlap):
     calls = []
     originals = {
-        "_reduce_scatter": _counting(grad_buffer, "_reduce_scatter", calls),
+        "reduce_scatter_single": _counting(grad_buffer, "reduce_scatter_single", calls),
         "all_reduce": _counting(grad_buffer.dist, "all_reduce", calls),
     }
     try:
@@ -78,7 +78,7 @@ def _communication_only_on_the_last_micro_batch(parallel, distributed, overlap):
                         torch.testing.assert_close(buf.grad_data[a:b], expected)
     finally:
         for name, fn in originals.items():
-            setattr(grad_buffer if name == "_reduce_scatter" else grad_buffer.dist, name, fn)
+            setattr(grad_buffer if name == "reduce_scatter_single" else grad_buffer.dist, name, fn)
 
 
 def _cases(rank, world_size):

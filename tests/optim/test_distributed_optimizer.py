@@ -3,31 +3,18 @@ LLaMA model, after 3 optimizer steps, equal one process on the same global batch
 token-weighted losses average correctly; the sharded optimizer state resumes exactly."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from megapmc.model import LlamaConfig, TransformerOptions, build_model
 from megapmc.optim import DataParallel, OptimizerConfig, build_optimizer, merge_sharded_state_dicts
 from megapmc.parallel.state import ParallelState, initialize_parallel
-from megapmc.testing.distributed import run_distributed
+from megapmc.testing.distributed import local_slices, run_distributed
+
+from tiny_lm import TinyLM
 
 pytestmark = pytest.mark.distributed
 
 GLOBAL_BATCH, MICRO_BATCH, SEQ, VOCAB = 8, 2, 8, 32
-
-
-class TinyLM(nn.Module):
-    def __init__(self, vocab=VOCAB, hidden=16, ffn=48):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, hidden)
-        self.norm_weight = nn.Parameter(torch.ones(hidden))
-        self.up = nn.Linear(hidden, ffn, bias=False)
-        self.down = nn.Linear(ffn, vocab, bias=False)
-
-    def forward(self, tokens, labels):
-        x = self.embed(tokens) * self.norm_weight  # [b, s, h]
-        logits = self.down(torch.tanh(self.up(x)))  # [b, s, V]
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
 
 
 def _global_batch(step):
@@ -98,8 +85,8 @@ def _dp_equals_single_process(rank, world_size, distributed, overlap, overlap_pa
 
 
 def _token_weighted_mean(rank, world_size):
-    """Loss masks: each rank backpropagates its loss SUM; scaling by dp / global tokens gives the
-    gradient of the mean over every counted token of the global batch, however unevenly they fall."""
+    """Loss masks: each rank backpropagates its loss SUM times dp / global tokens; the DP mean of that is
+    the gradient of the mean over every counted token of the global batch, however unevenly they fall."""
     parallel = _dp_state()
     config = OptimizerConfig(bucket_size=400)
     tokens, labels = _global_batch(0)
@@ -116,15 +103,15 @@ def _token_weighted_mean(rank, world_size):
     ddp = DataParallel(TinyLM(), config, parallel)
     local = GLOBAL_BATCH // parallel.dp_size
     rows = slice(parallel.dp_rank * local, (parallel.dp_rank + 1) * local)
+    num_tokens = mask[rows].sum()
+    torch.distributed.all_reduce(num_tokens, group=parallel.dp_group)
+    scale = parallel.dp_size / num_tokens.item()
     for i in range(0, local, MICRO_BATCH):
         mb = slice(rows.start + i, rows.start + i + MICRO_BATCH)
         ctx = ddp.no_sync() if i + MICRO_BATCH < local else torch.enable_grad()
         with ctx:
-            (ddp(tokens[mb], labels[mb]) * mask[mb]).sum().backward()
+            ((ddp(tokens[mb], labels[mb]) * mask[mb]).sum() * scale).backward()
     ddp.finish_grad_sync()
-    num_tokens = mask[rows].sum()
-    torch.distributed.all_reduce(num_tokens, group=parallel.dp_group)
-    ddp.scale_gradients(parallel.dp_size / num_tokens.item())
     for p, q in zip(ddp.module.parameters(), ref.parameters()):
         assert _relative_error(p.main_grad, q.main_grad) < 1e-6
 
@@ -253,7 +240,7 @@ def _llama_tp2_dp2_equals_single_process(rank, world_size):
         result = opt.step()
         assert result.grad_norm == pytest.approx(ref_result.grad_norm, rel=1e-6)
         assert result.grad_norm > config.clip_grad, "the test must exercise clipping"
-    expected = model.shard_state_dict(ref.state_dict())
+    expected = local_slices(model, ref.state_dict())
     for name, p in model.state_dict().items():  # state_dict waits for the overlapped all-gather
         assert _relative_error(p, expected[name]) < 1e-6, (name, _relative_error(p, expected[name]))
 

@@ -40,34 +40,10 @@ def check_reduce(rank, group):
     torch.testing.assert_close(gx, _t(0, 3, 4, salt=1))
 
 
-def check_scatter(rank, group):
-    full = _t(0, 3, 4)
-    y, gx = _run(lambda x: M.scatter_to_tensor_model_parallel_region(x, group), full, _t(rank, 3, 2, salt=1))
-    torch.testing.assert_close(y, full[:, 2 * rank:2 * rank + 2])
-    torch.testing.assert_close(gx, torch.cat([_t(r, 3, 2, salt=1) for r in range(WORLD)], dim=-1))
-
-
 def check_gather(rank, group):
     y, gx = _run(lambda x: M.gather_from_tensor_model_parallel_region(x, group), _t(rank, 3, 2), _t(rank, 3, 4, salt=1))
     torch.testing.assert_close(y, torch.cat([_t(r, 3, 2) for r in range(WORLD)], dim=-1))
     torch.testing.assert_close(gx, _t(rank, 3, 4, salt=1)[:, 2 * rank:2 * rank + 2])
-
-
-def check_scatter_sequence(rank, group):
-    full = _t(0, 4, 2, 3)
-    y, gx = _run(lambda x: M.scatter_to_sequence_parallel_region(x, group), full, _t(rank, 2, 2, 3, salt=1))
-    torch.testing.assert_close(y, full[2 * rank:2 * rank + 2])
-    torch.testing.assert_close(gx, torch.cat([_t(r, 2, 2, 3, salt=1) for r in range(WORLD)]))
-
-
-def check_gather_sequence(rank, group):
-    for tp_grad in (True, False):
-        y, gx = _run(lambda x: M.gather_from_sequence_parallel_region(x, group, tp_grad), _t(rank, 2, 2, 3),
-                     _t(rank, 4, 2, 3, salt=1))
-        torch.testing.assert_close(y, torch.cat([_t(r, 2, 2, 3) for r in range(WORLD)]))
-        grads = [_t(r, 4, 2, 3, salt=1) for r in range(WORLD)]
-        full_grad = sum(grads) if tp_grad else grads[rank]
-        torch.testing.assert_close(gx, full_grad[2 * rank:2 * rank + 2])
 
 
 def check_reduce_scatter_sequence(rank, group):
@@ -121,9 +97,7 @@ def test_collective(results, collective):
 
 def test_single_process_is_identity():
     for fn in (M.copy_to_tensor_model_parallel_region, M.reduce_from_tensor_model_parallel_region,
-               M.scatter_to_tensor_model_parallel_region, M.gather_from_tensor_model_parallel_region,
-               M.scatter_to_sequence_parallel_region, M.gather_from_sequence_parallel_region,
-               M.reduce_scatter_to_sequence_parallel_region):
+               M.gather_from_tensor_model_parallel_region, M.reduce_scatter_to_sequence_parallel_region):
         x = torch.randn(4, 3, requires_grad=True)
         y = fn(x, None)
         assert torch.equal(y, x)

@@ -1,4 +1,7 @@
 """The console line, metrics.jsonl and TensorBoard scalars of a run."""
+import io
+import re
+
 import pytest
 
 from megapmc.training.config import LoggingConfig
@@ -34,3 +37,51 @@ def test_other_ranks_write_nothing(tmp_path):
     logger.log_iteration(IterationStats(1, 1, 1.0, 1.0, 1.0, False, 1, 1.0))
     logger.close()
     assert not (tmp_path / "run").exists() and not (tmp_path / "tb").exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _log_four_iterations(stream, **config):
+    logger = TrainingLogger(LoggingConfig(log_interval=2, **config), enabled=True, save_dir=None, train_iters=4,
+                            start_iteration=0, world_size=1, flops_per_token=1.0, peak_tflops=None, stream=stream)
+    for it in range(1, 5):
+        logger.log_iteration(IterationStats(it, it, loss=2.0, lr=1e-4, grad_norm=0.5, skipped=False,
+                                            num_tokens=10, elapsed_s=0.1))
+    logger.print("saved checkpoint iter_0000004")
+    logger.close()
+    return stream.getvalue()
+
+
+def test_on_a_terminal_lines_are_written_through_the_bar():
+    out = _log_four_iterations(_Terminal())
+    assert "train:" in out and "\r" in out, "a tqdm bar was drawn"
+    # Every log line stands whole between the bar's carriage returns: tqdm cleared the bar before it.
+    segments = [seg.strip() for seg in re.split(r"[\r\n]", out)]
+    lines = [seg for seg in segments if seg.startswith("iteration")]
+    assert len(lines) == 2 and all(line.endswith("GiB") for line in lines), segments
+    assert "saved checkpoint iter_0000004" in segments
+
+
+def test_not_a_terminal_gets_plain_progress_lines_and_no_bar():
+    out = _log_four_iterations(io.StringIO(), progress_interval_s=0.0)
+    assert "\r" not in out and "\x1b" not in out, "no bar fragments in a file"
+    lines = out.splitlines()
+    progress = [line for line in lines if line.startswith("train: ")]
+    assert [line.split(" iterations")[0] for line in progress] == [f"train: {i}/4" for i in range(1, 5)]
+    assert "(100.0%)" in progress[-1] and "eta 0:00:00" in progress[-1]
+    assert sum(line.startswith("iteration") for line in lines) == 2
+    assert lines[-1] == "saved checkpoint iter_0000004"
+
+
+def test_plain_progress_is_periodic_not_per_iteration():
+    out = _log_four_iterations(io.StringIO(), progress_interval_s=3600.0)
+    progress = [line for line in out.splitlines() if line.startswith("train: ")]
+    assert len(progress) == 1 and progress[0].startswith("train: 4/4 "), "only the final line"
+
+
+def test_no_progress_bar_means_no_progress_lines():
+    out = _log_four_iterations(io.StringIO(), progress_bar=False)
+    assert "train:" not in out and sum(line.startswith("iteration") for line in out.splitlines()) == 2

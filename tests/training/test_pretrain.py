@@ -52,3 +52,12 @@ def test_dry_run_prints_config_plan_and_memory(sample_shards, spm_model, capsys)
     assert "4 processes = TP 2 x DP 2; 1 micro-batches of 4" in out
     assert "epoch = one pass over books (2 epochs)" in out
     assert "# memory estimate per GPU" in out
+
+
+def test_a_missing_kernel_backend_named_on_the_command_line_is_one_line(tmp_path, sample_shards, spm_model, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("flash-attn may be installed where CUDA is")
+    argv = _argv(sample_shards, spm_model, "--train-iters", "4", "--attention-backend", "flash")
+    assert pretrain.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("megapmc.pretrain: error: --attention-backend flash: flash needs a CUDA device")

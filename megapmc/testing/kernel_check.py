@@ -1,5 +1,7 @@
 """Hold every kernel backend to the plain PyTorch reference: relative error of the outputs and of the input
-gradients, the reference run in fp32 on the same inputs. Used by the GPU tests and benchmarks/gpu_check.py.
+gradients, the reference run in fp32 on the same inputs. Used by the kernel tests and benchmarks/gpu_check.py
+(test tooling, so it lives here and may use the model's rotary table; the registry's public API is all it
+needs from ``megapmc.kernels``).
 """
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from megapmc.kernels.registry import _MODULES, _REFERENCE, _try_load
+from megapmc.kernels.registry import OPS, REFERENCE, backend_names, load_backend
 from megapmc.model.rotary import RotaryEmbedding
 
 
@@ -83,19 +85,23 @@ def _forward_backward(op, impl, tensors, extra):
 
 
 def compare(op: str, backend: str, device, dtype=torch.float32, shapes: Shapes | None = None,
-            packed: bool = False) -> dict:
+            packed: bool = False, oracle=None) -> dict:
     """``{"forward": err, "backward": err}`` (max over outputs / input gradients) of ``backend`` against the
-    reference run in fp32, or ``{"skipped": reason}`` when the backend cannot run here."""
+    reference run in fp32, or ``{"skipped": reason}`` when the backend cannot run here. ``oracle``, a
+    callable with the backend's signature, replaces the reference and runs in float64 (to hold the
+    reference itself to an independent formula)."""
     shapes = shapes or Shapes()
     device = torch.device(device)
-    impl, why = _try_load(op, backend, device)
+    impl, why = load_backend(op, backend, device)
     if impl is None:
         return {"skipped": why}
-    reference, _ = _try_load(op, _REFERENCE[op], torch.device("cpu"))
+    reference = oracle or load_backend(op, REFERENCE[op], torch.device("cpu"))[0]
+    ref_dtype = torch.float64 if oracle else torch.float32
     tensors, extra = _inputs(op, shapes, device, dtype, packed)
     out, grads = _forward_backward(op, impl, tensors, extra)
-    ref_extra = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in extra.items()}
-    ref_out, ref_grads = _forward_backward(op, reference, [t.float() for t in tensors], ref_extra)
+    ref_extra = {k: (v.to(ref_dtype) if torch.is_tensor(v) and v.is_floating_point() else v)
+                 for k, v in extra.items()}
+    ref_out, ref_grads = _forward_backward(op, reference, [t.to(ref_dtype) for t in tensors], ref_extra)
     return {
         "forward": max(relative_error(a, e) for a, e in zip(out, ref_out)),
         "backward": max(relative_error(a, e) for a, e in zip(grads, ref_grads)),
@@ -104,5 +110,5 @@ def compare(op: str, backend: str, device, dtype=torch.float32, shapes: Shapes |
 
 def all_backends() -> list[tuple[str, str]]:
     """(op, backend) for every backend of every op, references included."""
-    return [(op, name) for op, module in _MODULES.items() for name in module.BACKENDS]
+    return [(op, name) for op in OPS for name in backend_names(op)]
 
