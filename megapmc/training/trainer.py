@@ -155,6 +155,7 @@ class Trainer:
         self._loaded_from: Path | None = None
         self._resume_note = ""
         self._verify_note = ""
+        self._verify_report = None  # this rank's VerifyReport of the loaded checkpoint
         self.run_id: str | None = None  # kept across resumes; a fresh run takes rank 0's new one
         self.iteration = self.consumed_samples = self.skipped_iters = self.consecutive_skipped = 0
         self.scheduler = LRScheduler(config.lr_schedule.resolve(self.train_iters))
@@ -166,7 +167,7 @@ class Trainer:
             self._rng_state = self._load_training_state(resume)
         except CheckpointError as e:
             error = e
-        self._check_resume_consistency(error, resume)
+        self._check_resume_consistency(error)
 
         self.logger = TrainingLogger(
             config.logging, enabled=parallel.rank == 0, save_dir=config.checkpoint.save,
@@ -273,11 +274,11 @@ class Trainer:
             "run_id": self.run_id, "config_sha256": hashlib.sha256(config).hexdigest(),
         }
 
-    def _check_resume_consistency(self, error: CheckpointError | None, resumed) -> None:
+    def _check_resume_consistency(self, error: CheckpointError | None) -> None:
         """One world all-gather, before the first step: every rank's load error (raised on all ranks), its
         resume digest (a disagreement is an error on every rank, never a hang in a later collective) and
         its verification time (logged). A fresh run adopts rank 0's new run id."""
-        report = getattr(self, "_verify_report", None)
+        report = self._verify_report
         proposal = uuid.uuid4().hex[:16]
         gathered = agree(self.parallel, error, (self._resume_digest(), proposal,
                                                 None if report is None else (report.files, report.bytes,
@@ -294,6 +295,9 @@ class Trainer:
         if self.run_id is None:
             self.run_id = gathered[0][1]
         reports = [r for _, _, r in gathered if r is not None]
+        if self._loaded_from is not None and not reports and self.config.checkpoint.verify_checkpoint != "off":
+            self._verify_note = (f"notice: {self._loaded_from} has no manifest.json (a converted checkpoint): its "
+                                 f"weights are read unverified")
         if reports:
             self._verify_note = (
                 f"verified checkpoint {self._loaded_from.name} ({self.config.checkpoint.verify_checkpoint}): "
