@@ -49,8 +49,9 @@ run_torchrun() {
     local nproc=$1 status_dir rc=0 pidfile pid waited=0 clean
     shift
     status_dir=$(mktemp -d "${TMPDIR:-/tmp}/megapmc-exit.XXXXXX")
+    # Environment rather than flags, so an older torchrun that knows neither still starts.
     MEGAPMC_EXIT_STATUS_DIR=$status_dir TORCHELASTIC_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
-        torchrun --nproc-per-node "$nproc" --shutdown-timeout "${SHUTDOWN_TIMEOUT:-1800}" "$@" &
+        TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT:-1800} torchrun --nproc-per-node "$nproc" "$@" &
     TORCHRUN_PID=$!
     trap '_forward_to_workers TERM' TERM
     trap '_forward_to_workers USR1' USR1

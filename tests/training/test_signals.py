@@ -26,15 +26,15 @@ FLAGS = ["--model", "tiny", "--vocab-size", "128", "--seq-length", "16", "--micr
          "--eval-interval", "0", "--no-progress-bar"]
 
 
-def _launch(launcher: str, save: Path) -> subprocess.Popen:
-    args = ["--master-port", str(free_port()), str(TOY), *FLAGS, "--save", str(save), "--load", str(save)]
+def _launch(launcher: str, save: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    args = ["--master-port", str(free_port()), str(TOY), *FLAGS, "--save", str(save), "--load", str(save), *extra]
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", *args]
     else:
         script = 'source examples/launch_common.sh; run_torchrun 2 "$@"'
         cmd = ["bash", "-c", script, "run_torchrun", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SCRIPT": "test", "PATH": f"{Path(sys.executable).parent}:"
-           + os.environ["PATH"]}
+           + os.environ["PATH"], **(env or {})}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -78,6 +78,13 @@ CELLS = [(sig, receiver, launcher) for launcher in ("torchrun", "wrapper") for r
          for sig in ("SIGTERM", "SIGUSR1")] + [(sig, "wrapper", "wrapper") for sig in ("SIGTERM", "SIGUSR1")]
 
 
+def _wait_for_iterations(proc: subprocess.Popen, save: Path, n: int) -> None:
+    deadline = time.time() + 120
+    while not (save / METRICS_NAME).is_file() or len(read_metrics(save / METRICS_NAME)[0]) < n:
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("sig,receiver,launcher", CELLS, ids=["-".join(c) for c in CELLS])
@@ -86,10 +93,7 @@ def test_signal_saves_once_and_exits_cleanly(tmp_path, sig, receiver, launcher):
     proc = _launch(launcher, save)
     try:
         torchrun = _torchrun_pid(proc, launcher)
-        deadline = time.time() + 120
-        while not (save / METRICS_NAME).is_file() or len(read_metrics(save / METRICS_NAME)[0]) < 2:
-            assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
-            time.sleep(0.05)
+        _wait_for_iterations(proc, save, 2)
         target = {"torchrun": torchrun, "wrapper": proc.pid}.get(receiver)
         if receiver == "worker":
             target = sorted(_children(torchrun))[-1]  # the last rank: the signal must reach rank 0 too
@@ -113,3 +117,25 @@ def test_signal_saves_once_and_exits_cleanly(tmp_path, sig, receiver, launcher):
     assert read_metrics(save / METRICS_NAME)[0][-1]["iteration"] == saved
     if not (launcher == "torchrun" and receiver == "torchrun" and sig == "SIGUSR1"):  # stdout died with torchrun
         assert out.count(f"RESULT {saved} signal") == 2, out
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("timeout_s,saved", [("1", False), (None, True)], ids=["torchrun-cuts-it", "wrapper-default"])
+def test_a_slow_save_after_sigterm_to_torchrun_is_not_cut(tmp_path, timeout_s, saved):
+    """torchrun SIGKILLs its workers SHUTDOWN_TIMEOUT s after forwarding a signal (its own default is 30 s):
+    a 4 s save survives the wrapper's default (1800 s) and is cut at 1 s, leaving no checkpoint behind."""
+    save = tmp_path / "run"
+    proc = _launch("wrapper", save, "--toy-slow-save", "4",
+                   env={} if timeout_s is None else {"SHUTDOWN_TIMEOUT": timeout_s})
+    try:
+        torchrun = _torchrun_pid(proc, "wrapper")
+        _wait_for_iterations(proc, save, 2)
+        os.kill(torchrun, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = out.decode()
+    assert (proc.returncode == 0) == saved, out
+    assert (read_tracker(save) is not None) == saved, out

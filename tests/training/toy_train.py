@@ -107,11 +107,20 @@ def main(argv=None):
     parser.add_argument("--toy-samples", type=int, default=256)
     parser.add_argument("--toy-masks", action="store_true")
     parser.add_argument("--toy-nan-samples", type=int, nargs="*", default=[])
+    parser.add_argument("--toy-slow-save", type=float, default=0.0,
+                        help="seconds every save takes longer (a large model's save)")
     parser.add_argument("--toy-die-in-save", nargs=2, metavar=("ITERATION", "POINT"),
                         help="kill the job during that save: model_shard, manifest or tracker")
     args = parse_args(parser, argv)
     if args.toy_die_in_save:
         _die_in_save(int(args.toy_die_in_save[0]), args.toy_die_in_save[1])
+    if args.toy_slow_save:
+        import time
+
+        import megapmc.training.trainer as trainer_module
+
+        fast = trainer_module.save_checkpoint
+        trainer_module.save_checkpoint = lambda *a, **k: (time.sleep(args.toy_slow_save), fast(*a, **k))[1]
     torch.set_num_threads(1)
     config = build_run_config(args, data_config=None)
     vocab = config.model.vocab_size
