@@ -62,7 +62,9 @@ def _torchrun_pid(proc: subprocess.Popen, launcher: str) -> int:
     if launcher == "torchrun":
         return proc.pid
     for _ in range(200):
-        found = [p for p in _children(proc.pid) if "torch" in _cmdline(p)]
+        # Only torchrun's own argv has --nproc-per-node (the wrapper adds it); the wrapper's forked
+        # subshells (before they exec mktemp, torchrun, ...) show the wrapper's argv instead.
+        found = [p for p in _children(proc.pid) if "--nproc-per-node" in _cmdline(p)]
         if found:
             return found[0]
         time.sleep(0.05)
