@@ -408,7 +408,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointDamaged(f"{path}: damaged safetensors file ({reason}); resume an older checkpoint "
-                              f"(--ckpt-step N or --fallback-to-intact-checkpoint)") from None
+                                f"(--ckpt-step N or --fallback-to-intact-checkpoint)") from None
 
 
 def rank_files(saved: dict, parallel: ParallelState, load_optimizer: bool, load_run_state: bool) -> list[str]:
@@ -434,7 +434,7 @@ def verify_checkpoint(ckpt_dir: Path, saved: dict, parallel: ParallelState, mode
     if not (ckpt_dir / MANIFEST_NAME).exists():
         if load_run_state:
             raise CheckpointDamaged(f"{ckpt_dir / MANIFEST_NAME}: missing, so the checkpoint's files cannot be "
-                                  f"verified (an unfinished or foreign checkpoint); resume another one, or pass "
+                                    f"verified (an unfinished or foreign checkpoint); resume another one, or pass "
                                   f"--verify-checkpoint off to trust it as is")
         return None
     names = rank_files(saved, parallel, load_optimizer, load_run_state)
@@ -499,7 +499,7 @@ def _read_run_state(ckpt_dir: Path, parallel: ParallelState, saved: dict) -> dic
     name = ckpt_dir.name
     if name.startswith("iter_") and name[5:].isdigit() and state["iteration"] != int(name[5:]):
         raise CheckpointDamaged(f"{path}: records iteration {state['iteration']}, the directory is named for "
-                              f"{int(name[5:])}; a state file from another checkpoint was copied in")
+                                f"{int(name[5:])}; a state file from another checkpoint was copied in")
     return state
 
 
@@ -562,8 +562,9 @@ def _covers_exactly(path: Path, layout: dict[str, tuple[int, int, int]] | None) 
         with safe_open(str(path), framework="pt") as f:
             ranges = {k[: -len(".range")]: f.get_tensor(k).tolist() for k in f.keys() if k.endswith(".range")}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointDamaged(f"{path}: damaged safetensors file ({str(e).splitlines()[0] if str(e) else e!r}); "
-                              f"resume an older checkpoint (--ckpt-step N or --fallback-to-intact-checkpoint)") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointDamaged(f"{path}: damaged safetensors file ({reason}); resume an older checkpoint "
+                                f"(--ckpt-step N or --fallback-to-intact-checkpoint)") from None
     if ranges.keys() != layout.keys():
         return False
     return all(saved in (list(layout[name]), [0, saved[2], saved[2]]) for name, saved in ranges.items())

@@ -34,7 +34,6 @@ from megapmc.utils.io import write_json_atomic
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 ALGORITHM = "xxh3_64"
-VERIFY_MODES = ("full", "metadata", "off")
 _CHUNK = 16 << 20
 # A safetensors header is a JSON object of a few KB per tensor; anything past this is garbage, not a header.
 _MAX_HEADER = 100 << 20
@@ -75,10 +74,10 @@ def read_json(path: Path, what: str) -> dict:
     except json.JSONDecodeError as e:
         state = "truncated" if e.pos >= len(text.rstrip()) else "garbled"
         raise CheckpointDamaged(f"{path}: {state} JSON ({what}) at line {e.lineno} column {e.colno}; "
-                              f"the file is damaged") from None
+                                f"the file is damaged") from None
     if not isinstance(obj, dict):
         raise CheckpointDamaged(f"{path}: expected a JSON object ({what}), found {type(obj).__name__}; "
-                              f"the file is damaged")
+                                f"the file is damaged")
     return obj
 
 
@@ -88,7 +87,7 @@ def read_manifest(ckpt_dir: Path) -> dict:
     if (manifest.get("format_version") != MANIFEST_VERSION or manifest.get("algorithm") != ALGORITHM
             or not isinstance(files, dict) or not isinstance(manifest.get("iteration"), int)):
         raise CheckpointDamaged(f"{ckpt_dir / MANIFEST_NAME}: not a version-{MANIFEST_VERSION} {ALGORITHM} manifest "
-                              f"with an iteration and a file list; the file is damaged")
+                                f"with an iteration and a file list; the file is damaged")
     return manifest
 
 
@@ -100,11 +99,12 @@ def safetensors_metadata(path: Path) -> dict:
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise CheckpointDamaged(f"{path}: truncated safetensors file ({size} bytes, no header); the file is damaged")
+            raise CheckpointDamaged(f"{path}: truncated safetensors file ({size} bytes, no header); the file is "
+                                    f"damaged")
         (n,) = struct.unpack("<Q", head)
         if n > min(size - 8, _MAX_HEADER):
             raise CheckpointDamaged(f"{path}: garbled or truncated safetensors header (claims {n} bytes, the file "
-                                  f"has {size}); the file is damaged")
+                                    f"has {size}); the file is damaged")
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
@@ -113,7 +113,7 @@ def safetensors_metadata(path: Path) -> dict:
         raise CheckpointDamaged(f"{path}: garbled safetensors header; the file is damaged") from None
     if 8 + n + max(ends, default=0) > size:
         raise CheckpointDamaged(f"{path}: truncated safetensors file ({size} bytes, its header describes "
-                              f"{8 + n + max(ends)}); the file is damaged")
+                                f"{8 + n + max(ends)}); the file is damaged")
     return header.get("__metadata__") or {}
 
 
@@ -123,11 +123,6 @@ class VerifyReport:
     bytes: int
     seconds: float
 
-    def describe(self, mode: str) -> str:
-        rate = self.bytes / self.seconds / 1e6 if self.seconds > 0 else float("inf")
-        return (f"verified {self.files} checkpoint files ({self.bytes / 1e6:.1f} MB, {mode}) in "
-                f"{self.seconds:.2f} s ({rate:.0f} MB/s)")
-
 
 def _check_one(ckpt_dir: Path, name: str, entry: dict, manifest: dict, mode: str) -> None:
     path = ckpt_dir / name
@@ -136,7 +131,7 @@ def _check_one(ckpt_dir: Path, name: str, entry: dict, manifest: dict, mode: str
     size = path.stat().st_size
     if size != entry.get("size"):
         raise CheckpointDamaged(f"{path}: size mismatch: expected {entry.get('size')} bytes, found {size} "
-                              f"(truncated or replaced)")
+                                f"(truncated or replaced)")
     want = {"iteration": manifest["iteration"], "run_id": manifest.get("run_id")}
     if name.endswith(".safetensors"):
         meta = safetensors_metadata(path)
@@ -150,12 +145,12 @@ def _check_one(ckpt_dir: Path, name: str, entry: dict, manifest: dict, mode: str
     for key in want:
         if got[key] != want[key]:
             raise CheckpointDamaged(f"{path}: from another {'iteration' if key == 'iteration' else 'run'}: its "
-                                  f"{key} is {got[key]!r}, the checkpoint's is {want[key]!r} (a file copied in)")
+                                    f"{key} is {got[key]!r}, the checkpoint's is {want[key]!r} (a file copied in)")
     if mode == "full":
         found = file_checksum(path)
         if found != entry.get(ALGORITHM):
             raise CheckpointDamaged(f"{path}: checksum mismatch: expected {ALGORITHM} {entry.get(ALGORITHM)}, "
-                                  f"found {found} (the file was changed or damaged after it was saved)")
+                                    f"found {found} (the file was changed or damaged after it was saved)")
 
 
 def verify_files(ckpt_dir: Path, names: list[str], mode: str, manifest: dict | None = None) -> VerifyReport:
@@ -168,11 +163,11 @@ def verify_files(ckpt_dir: Path, names: list[str], mode: str, manifest: dict | N
     dir_iter = ckpt_dir.name[5:]
     if ckpt_dir.name.startswith("iter_") and dir_iter.isdigit() and int(dir_iter) != manifest["iteration"]:
         raise CheckpointDamaged(f"{ckpt_dir / MANIFEST_NAME}: records iteration {manifest['iteration']}, the "
-                              f"directory is named for {int(dir_iter)}; the directory was renamed or mixed up")
+                                f"directory is named for {int(dir_iter)}; the directory was renamed or mixed up")
     unlisted = [n for n in names if n not in manifest["files"]]
     if unlisted:
         raise CheckpointDamaged(f"{ckpt_dir / unlisted[0]}: not listed in {MANIFEST_NAME}; the checkpoint was "
-                              f"saved with another layout or its manifest is damaged")
+                                f"saved with another layout or its manifest is damaged")
     entries = [(n, manifest["files"][n]) for n in names]
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(entries)))) as pool:
         futures = [pool.submit(_check_one, ckpt_dir, n, e, manifest, mode) for n, e in entries]
