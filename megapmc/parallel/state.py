@@ -44,11 +44,6 @@ class ParallelState:
     def _distributed(self) -> bool:
         return self.world_size > 1 and dist.is_available() and dist.is_initialized()
 
-    def barrier(self) -> None:
-        """Every rank of the world waits here."""
-        if self._distributed():
-            dist.barrier()
-
     def all_reduce_max(self, tensor):
         """Element-wise maximum over the world, in place (a flag any rank raised reaches every rank)."""
         if self._distributed():
