@@ -39,6 +39,8 @@ setup(
         "datasketch>=1.6",
         "tensorboard>=2.14",
         "matplotlib>=3.7",
+        # XXH3 checksums of every checkpoint file (megapmc/checkpoint/integrity.py).
+        "xxhash>=3.0",
     ],
     extras_require={
         # megatron-core: tests/data/test_indexed_dataset.py checks our shards byte for byte against its builder.

@@ -7,10 +7,13 @@ Layout (docs/architecture.md)::
     SAVE/iter_0000010/model_tp00.safetensors     per TP rank, written by DP rank 0
     SAVE/iter_0000010/optim_tp00_dp00.safetensors  optimizer shard (per DP rank with the distributed
                                                  optimizer, else DP rank 0's copy only)
-    SAVE/iter_0000010/state_tp00_dp00.json       per rank: iteration, consumed samples, scheduler,
+    SAVE/iter_0000010/state_tp00_dp00.json       per rank: iteration, run id, consumed samples, scheduler,
                                                  RNG states, skipped-step counters
+    SAVE/iter_0000010/manifest.json              iteration, run id, size and xxh3_64 of every file above
+                                                 (integrity.py), written last
 
-Crash safety: every rank writes into ``iter_XXXXXXX.tmp``; after a barrier rank 0 renames it to
+Crash safety: every rank writes into ``iter_XXXXXXX.tmp``; once every rank's files are complete (their
+checksums gathered to rank 0) rank 0 writes the manifest, renames the directory to
 ``iter_XXXXXXX`` and only then replaces the tracker, so a kill at any moment leaves the tracker pointing
 at a complete checkpoint. Multi-node runs need ``SAVE`` on a filesystem every node sees (as Megatron).
 Nothing here unpickles: only safetensors and JSON are read.
@@ -26,20 +29,32 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from megapmc.checkpoint.errors import CheckpointDamaged, CheckpointError
+from megapmc.checkpoint.integrity import (
+    MANIFEST_NAME,
+    VerifyReport,
+    describe_file,
+    read_json,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
 from megapmc.checkpoint.model_io import (
     CONFIG_NAME,
-    load_config,
-    load_model_shard,
+    FORMAT_VERSION,
+    model_shard_name,
     save_config,
     save_model_shard,
     tensor_parallel_size,
 )
 from megapmc.model.config import padded_vocab_size
 from megapmc.parallel.state import ParallelState
+from megapmc.utils.io import fsync_dir, fsync_file, write_text_atomic
+
+__all__ = ["CheckpointDamaged", "CheckpointError"]  # raised below; defined in errors.py, re-exported here
 
 TRACKER_NAME = "latest_checkpointed_iteration.txt"
 # Fields that fix the parameter shapes: a checkpoint with other values cannot be loaded into this model.
@@ -54,9 +69,8 @@ RESHARD_HINT = (
     "afresh). Another data-parallel size needs none of this: the optimizer shards are merged on load"
 )
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used for this run; the message says why and what to do."""
+# What every state_tpXX_dpYY.json holds at least (the trainer adds its own counters and checks those).
+RUN_STATE_KEYS = ("iteration", "consumed_samples")
 
 
 def iteration_dir_name(iteration: int) -> str:
@@ -106,64 +120,93 @@ def read_tracker(save_dir: str | Path) -> int | None:
     path = Path(save_dir) / TRACKER_NAME
     if not path.is_file():
         return None
-    text = path.read_text().strip()
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e}); {_tracker_advice(path.parent)}") from None
     if not text.isdigit():
-        raise CheckpointError(
-            f"{path}: expected an iteration number, found {text[:40]!r}; fix or delete the file "
-            f"(the checkpoint directories iter_XXXXXXX beside it are untouched)"
-        )
+        raise CheckpointError(f"{path}: expected an iteration number, found {text[:40]!r}; "
+                              f"{_tracker_advice(path.parent)}")
     return int(text)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+def iteration_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """The published ``iter_XXXXXXX`` directories of a run directory, newest first (``.tmp``/``.old`` are
+    unfinished saves, not checkpoints)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(p.name[5:]), p) for p in run_dir.glob("iter_*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, reverse=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _tracker_advice(run_dir: Path) -> str:
+    names = [p.name for _, p in iteration_dirs(run_dir)]
+    listed = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "") if names else "none"
+    return (f"checkpoints present: {listed}; resume one with --ckpt-step N, or the newest intact one with "
+            f"--fallback-to-intact-checkpoint (nothing is deleted)")
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+def resolve_checkpoint_dir(load: str | Path, ckpt_step: int | None = None, fallback: bool = False) -> Path | None:
+    """``load`` is a run directory (its tracker, or ``ckpt_step``, names the checkpoint) or one checkpoint
+    directory. None: a run directory with nothing saved yet (no tracker and no ``iter_*`` directory).
 
-
-def resolve_checkpoint_dir(load: str | Path) -> Path | None:
-    """``load`` is a run directory (its tracker names the checkpoint) or one checkpoint directory.
-    None: a run directory without a tracker (nothing saved yet)."""
+    A tracker that is missing, unreadable or names a missing directory while ``iter_*`` directories exist is
+    an error listing them, never a fresh start that would overwrite them; ``fallback`` takes the newest
+    directory instead (``load_for_resume`` then verifies it, and older ones if it is damaged)."""
     load = Path(load)
     if (load / CONFIG_NAME).is_file():
         return load
-    iteration = read_tracker(load)
+    if not load.is_dir():
+        raise CheckpointError(f"--load {load}: no such directory")
+    present = iteration_dirs(load)
+    if ckpt_step is not None:
+        ckpt = load / iteration_dir_name(ckpt_step)
+        if not ckpt.is_dir():
+            raise CheckpointError(f"--ckpt-step {ckpt_step}: {ckpt} does not exist; {_tracker_advice(load)}")
+        return ckpt
+    try:
+        iteration = read_tracker(load)
+    except CheckpointError:
+        if fallback and present:
+            return present[0][1]
+        raise
     if iteration is None:
-        if not load.is_dir():
-            raise CheckpointError(f"--load {load}: no such directory")
-        return None
+        if not present:
+            return None
+        if fallback:
+            return present[0][1]
+        raise CheckpointError(f"{load / TRACKER_NAME} is missing but {load} holds checkpoints; "
+                              f"{_tracker_advice(load)}")
     ckpt = load / iteration_dir_name(iteration)
     if not ckpt.is_dir():
-        raise CheckpointError(
-            f"{load / TRACKER_NAME} names iteration {iteration} but {ckpt} does not exist; point the tracker "
-            f"at an existing iter_XXXXXXX directory"
-        )
+        if fallback and present:
+            return present[0][1]
+        raise CheckpointError(f"{load / TRACKER_NAME} names iteration {iteration} but {ckpt} does not exist; "
+                              f"{_tracker_advice(load)}")
     return ckpt
 
 
 # ------------------------------------------------------------------------------------------- save
 
 
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+def agree(parallel: ParallelState, error: CheckpointError | None, payload=None) -> list:
+    """One world all-gather of (error, payload): every rank raises the first failing rank's error (same
+    class, message prefixed by that rank), so a failure on one rank is an error on all of them instead of
+    a hang in the next collective. Returns every rank's payload, in rank order."""
+    gathered = parallel.all_gather_object((None if error is None else (type(error), str(error)), payload))
+    failed = [(r, e) for r, (e, _) in enumerate(gathered) if e is not None]
+    if failed:
+        rank, (cls, message) = failed[0]
+        if error is not None and rank == parallel.rank:
+            raise error
+        raise cls(message if parallel.world_size == 1 else f"(rank {rank}) {message}")
+    return [p for _, p in gathered]
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata)
+    return path
 
 
 def save_checkpoint(
@@ -176,65 +219,90 @@ def save_checkpoint(
     optimizer_is_sharded: bool,
     run_state: dict,
     keep_last: int | None = None,
+    run_id: str = "",
 ) -> Path:
     """Write ``iter_XXXXXXX`` collectively (every rank calls this) and point the tracker at it.
 
     ``optimizer_is_sharded``: each DP rank holds a different optimizer shard (distributed optimizer);
     otherwise DP ranks hold copies and only DP rank 0 writes one. ``run_state`` is JSON-ready
-    (iteration, consumed samples, scheduler, counters); the RNG states are added here.
+    (iteration, consumed samples, scheduler, counters); the RNG states and ``run_id`` (the same on every
+    rank, kept across resumes) are added here. Every file's size and checksum go into ``manifest.json``.
     """
     save_dir = Path(save_dir)
     final = save_dir / iteration_dir_name(iteration)
     tmp = final.with_name(final.name + ".tmp")
+    error = None
     if parallel.rank == 0:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        for stale in save_dir.glob("iter_*.tmp"):  # left by a run killed while saving
-            shutil.rmtree(stale)
-        tmp.mkdir()
-    _barrier()
+        try:
+            save_dir.mkdir(parents=True, exist_ok=True)
+            for stale in save_dir.glob("iter_*.tmp"):  # left by a run killed while saving
+                shutil.rmtree(stale)
+            tmp.mkdir()
+        except OSError as e:
+            error = CheckpointError(f"{tmp}: cannot create the checkpoint directory ({e}); check --save and "
+                                    f"the free space")
+    agree(parallel, error)
 
     tp, dp = parallel.tp_rank, parallel.dp_rank
-    written = []
-    if dp == 0:
-        written.append(save_model_shard(tmp, tp, model_state))
-    if optimizer_is_sharded or dp == 0:
-        path = tmp / optimizer_shard_name(tp, dp)
-        save_file({k: v.detach().contiguous().cpu() for k, v in optimizer_state.items()}, str(path))
-        written.append(path)
-    state = {
-        **run_state,
-        "rng": get_rng_state(),
-        "tp_rank": tp, "dp_rank": dp, "tp_size": parallel.tp_size, "dp_size": parallel.dp_size,
-    }
-    state_path = tmp / state_name(tp, dp)
-    state_path.write_text(json.dumps(state))
-    written.append(state_path)
-    for path in written:  # durable before the rename publishes them
-        _fsync_file(path)
-    _barrier()
+    meta = {"iteration": str(iteration), "run_id": run_id}
+    error, described = None, {}
+    try:
+        written = []
+        if dp == 0:
+            written.append(save_model_shard(tmp, tp, model_state, metadata=meta))
+        if optimizer_is_sharded or dp == 0:
+            written.append(_save_tensors(tmp / optimizer_shard_name(tp, dp), optimizer_state, meta))
+        state = {
+            **run_state, "run_id": run_id,
+            "rng": get_rng_state(),
+            "tp_rank": tp, "dp_rank": dp, "tp_size": parallel.tp_size, "dp_size": parallel.dp_size,
+        }
+        state_path = tmp / state_name(tp, dp)
+        write_text_atomic(state_path, json.dumps(state), durable=True)
+        written.append(state_path)
+        for path in written:  # durable before the rename publishes them
+            fsync_file(path)
+            described[path.name] = describe_file(path)
+    except OSError as e:
+        error = CheckpointError(f"{tmp}: writing rank {parallel.rank}'s files failed ({e}); check the free "
+                                f"space of --save")
+    files = {name: entry for part in agree(parallel, error, described) for name, entry in part.items()}
 
+    error = None
     if parallel.rank == 0:
-        config = {**config, "parallel": {**config.get("parallel", {}),
-                                         "tensor_model_parallel_size": parallel.tp_size,
-                                         "data_parallel_size": parallel.dp_size,
-                                         "optimizer_is_sharded": optimizer_is_sharded}}
-        save_config(tmp, config)
-        _fsync_file(tmp / CONFIG_NAME)
-        _fsync_dir(tmp)
-        if final.exists():  # saving an iteration again (e.g. a run restarted from an older --load)
-            old = final.with_name(final.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, final)
-        _fsync_dir(save_dir)
-        _write_atomic(save_dir / TRACKER_NAME, f"{iteration}\n")
-        if keep_last is not None:
-            prune_checkpoints(save_dir, keep_last, protect=iteration)
-    _barrier()
+        try:
+            _publish(save_dir, tmp, final, iteration, run_id, files, parallel, config, optimizer_is_sharded)
+            if keep_last is not None:
+                prune_checkpoints(save_dir, keep_last, protect=iteration)
+        except OSError as e:
+            error = CheckpointError(f"{final}: publishing the checkpoint failed ({e}); the previous checkpoint "
+                                    f"is untouched")
+    agree(parallel, error)
     return final
+
+
+def _publish(save_dir: Path, tmp: Path, final: Path, iteration: int, run_id: str, files: dict,
+             parallel: ParallelState, config: dict, optimizer_is_sharded: bool) -> None:
+    """Rank 0, once every rank's files are durable: config, manifest, rename, tracker (in that order, so a
+    kill at any point leaves the tracker on a complete, verifiable checkpoint)."""
+    config = {**config, "run_id": run_id,
+              "parallel": {**config.get("parallel", {}), "tensor_model_parallel_size": parallel.tp_size,
+                           "data_parallel_size": parallel.dp_size, "optimizer_is_sharded": optimizer_is_sharded}}
+    save_config(tmp, config)
+    fsync_file(tmp / CONFIG_NAME)
+    files[CONFIG_NAME] = describe_file(tmp / CONFIG_NAME)
+    write_manifest(tmp, iteration, run_id, files)
+    fsync_dir(tmp)
+    if final.exists():  # saving an iteration again (e.g. a run restarted from an older --load)
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, final)
+    fsync_dir(save_dir)
+    write_text_atomic(save_dir / TRACKER_NAME, f"{iteration}\n", durable=True)
 
 
 def prune_checkpoints(save_dir: Path, keep_last: int, protect: int) -> list[Path]:
@@ -260,6 +328,21 @@ class LoadedCheckpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, torch.Tensor] | None  # None when not asked for
     run_state: dict | None  # None when not asked for (weights only)
+    verified: VerifyReport | None = None  # None: not verified (no manifest, or --verify-checkpoint off)
+
+
+def load_saved_config(ckpt_dir: Path) -> dict:
+    """``config.json`` with a one-line CheckpointError for every way it can be unusable."""
+    path = ckpt_dir / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointDamaged(f"{path}: missing; {ckpt_dir} is not a megapmc checkpoint directory (or is incomplete)")
+    config = read_json(path, "the run configuration")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {config.get('format_version')!r} is not {FORMAT_VERSION}, "
+                              f"the version this megapmc reads")
+    if not isinstance(config.get("model"), dict):
+        raise CheckpointDamaged(f"{path}: no \"model\" section; the file is damaged or not a megapmc config")
+    return config
 
 
 def check_compatible(saved: dict, model_config: dict, tensor_model_parallel_size: int, path: Path) -> None:
@@ -278,8 +361,8 @@ def check_compatible(saved: dict, model_config: dict, tensor_model_parallel_size
                          f"{saved_model.get('make_vocab_size_divisible_by')}")
     if diffs:
         raise CheckpointError(
-            f"{path} holds a model of another shape than this run's:\n  " + "\n  ".join(diffs)
-            + "\nchoose the --model preset / overrides (and --tokenizer-model) the checkpoint was trained with"
+            f"{path} holds a model of another shape than this run's ({'; '.join(diffs)}); choose the --model "
+            f"preset / overrides (and --tokenizer-model) the checkpoint was trained with"
         )
     saved_tp = tensor_parallel_size(saved)
     if saved_tp != tensor_model_parallel_size:
@@ -312,7 +395,50 @@ def _check_tensor_shapes(loaded: dict[str, torch.Tensor], expected: dict[str, to
             parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         if wrong:
             parts.append("shape mismatch " + "; ".join(wrong[:5]))
-        raise CheckpointError(f"{path}: tensors do not fit the model: " + ", ".join(parts))
+        raise CheckpointError(f"{path}: tensors do not fit the model: " + ", ".join(parts)
+                              + "; the checkpoint belongs to another model or was edited")
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, with a one-line CheckpointError when it is missing or damaged."""
+    if not path.is_file():
+        raise CheckpointDamaged(f"{path}: missing; the checkpoint is incomplete")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointDamaged(f"{path}: damaged safetensors file ({reason}); resume an older checkpoint "
+                                f"(--ckpt-step N or --fallback-to-intact-checkpoint)") from None
+
+
+def rank_files(saved: dict, parallel: ParallelState, load_optimizer: bool, load_run_state: bool) -> list[str]:
+    """The files of a checkpoint that this rank reads (and so verifies)."""
+    names = [CONFIG_NAME, model_shard_name(parallel.tp_rank)]
+    if load_run_state:
+        names.append(_run_state_name(saved, parallel))
+    if load_optimizer:
+        saved_dp = saved_data_parallel_size(saved)
+        own = parallel.dp_rank if saved_dp == parallel.dp_size else 0 if saved_dp == 1 else None
+        ranks = [own] if own is not None else range(saved_dp)
+        names += [optimizer_shard_name(parallel.tp_rank, r) for r in ranks]
+    return names
+
+
+def verify_checkpoint(ckpt_dir: Path, saved: dict, parallel: ParallelState, mode: str,
+                      load_optimizer: bool, load_run_state: bool) -> VerifyReport | None:
+    """Check this rank's files against ``manifest.json`` (``integrity.verify_files``). A checkpoint without
+    a manifest (converted by tools/convert_checkpoint.py, which records none) is read unverified when only
+    its weights are wanted; resuming one is refused, since its training state cannot be trusted."""
+    if mode == "off":
+        return None
+    if not (ckpt_dir / MANIFEST_NAME).exists():
+        if load_run_state:
+            raise CheckpointDamaged(f"{ckpt_dir / MANIFEST_NAME}: missing, so the checkpoint's files cannot be "
+                                    f"verified (an unfinished or foreign checkpoint); resume another one, or pass "
+                                  f"--verify-checkpoint off to trust it as is")
+        return None
+    names = rank_files(saved, parallel, load_optimizer, load_run_state)
+    return verify_files(ckpt_dir, names, mode, read_manifest(ckpt_dir))
 
 
 def load_checkpoint(
@@ -323,34 +449,58 @@ def load_checkpoint(
     load_optimizer: bool = True,
     load_run_state: bool = True,
     optimizer_layout: dict[str, tuple[int, int, int]] | None = None,
+    verify: str = "full",
+    verify_optimizer: bool | None = None,
 ) -> LoadedCheckpoint:
-    """Read this rank's part of ``ckpt_dir`` after checking that it fits the model and TP size.
-    ``optimizer_layout``: see ``read_optimizer_state``."""
+    """Read this rank's part of ``ckpt_dir`` after verifying its files (``verify``: full, metadata or off)
+    and checking that it fits the model and TP size. ``optimizer_layout``: see ``read_optimizer_state``;
+    ``verify_optimizer``: verify the optimizer shards now although they are read later (default:
+    ``load_optimizer``). Raises CheckpointError (one line, naming the file) on this rank only: callers
+    on several ranks agree on errors with one collective (``resume.load_for_resume``)."""
     ckpt_dir = Path(ckpt_dir)
-    saved = load_config(ckpt_dir)
+    saved = load_saved_config(ckpt_dir)
     check_compatible(saved, model_config, parallel.tp_size, ckpt_dir)
-    model_state = load_model_shard(ckpt_dir, parallel.tp_rank)
-    _check_tensor_shapes(model_state, expected_model_state, ckpt_dir / f"model_tp{parallel.tp_rank:02d}")
+    verified = verify_checkpoint(ckpt_dir, saved, parallel, verify,
+                                 load_optimizer if verify_optimizer is None else verify_optimizer, load_run_state)
+    shard = ckpt_dir / model_shard_name(parallel.tp_rank)
+    model_state = read_safetensors(shard)
+    _check_tensor_shapes(model_state, expected_model_state, shard)
 
     optimizer_state = run_state = None
     if load_run_state:
-        run_state = _read_run_state(ckpt_dir, parallel)
+        run_state = _read_run_state(ckpt_dir, parallel, saved)
     if load_optimizer:
         optimizer_state = read_optimizer_state(ckpt_dir, parallel, saved, optimizer_layout)
-    return LoadedCheckpoint(ckpt_dir, saved, model_state, optimizer_state, run_state)
+    return LoadedCheckpoint(ckpt_dir, saved, model_state, optimizer_state, run_state, verified)
 
 
-def _read_run_state(ckpt_dir: Path, parallel: ParallelState) -> dict:
-    path = ckpt_dir / state_name(parallel.tp_rank, parallel.dp_rank)
+def _run_state_name(saved: dict, parallel: ParallelState) -> str:
+    """This rank's state file; with more DP ranks than when saved, the extra ones share DP rank 0's RNG
+    and counters."""
+    saved_dp = saved.get("parallel", {}).get("data_parallel_size", 1)
+    return state_name(parallel.tp_rank, parallel.dp_rank if parallel.dp_rank < saved_dp else 0)
+
+
+def run_state_path(ckpt_dir: Path, parallel: ParallelState, saved: dict) -> Path:
+    return ckpt_dir / _run_state_name(saved, parallel)
+
+
+def _read_run_state(ckpt_dir: Path, parallel: ParallelState, saved: dict) -> dict:
+    path = ckpt_dir / _run_state_name(saved, parallel)
     if not path.is_file():
-        fallback = ckpt_dir / state_name(parallel.tp_rank, 0)
-        if not fallback.is_file():
-            raise CheckpointError(
-                f"{path} is missing: {ckpt_dir} holds no training state (a converted checkpoint?); "
-                f"start from its weights with --pretrained-checkpoint {ckpt_dir} or --finetune"
-            )
-        path = fallback  # more DP ranks than when saved: they share DP rank 0's RNG and counters
-    return json.loads(path.read_text())
+        raise CheckpointError(
+            f"{path} is missing: {ckpt_dir} holds no training state (a converted checkpoint?); "
+            f"start from its weights with --pretrained-checkpoint {ckpt_dir} or --finetune"
+        )
+    state = read_json(path, "training state")
+    missing = [k for k in RUN_STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointDamaged(f"{path}: missing {', '.join(missing)}; the file is damaged or was edited")
+    name = ckpt_dir.name
+    if name.startswith("iter_") and name[5:].isdigit() and state["iteration"] != int(name[5:]):
+        raise CheckpointDamaged(f"{path}: records iteration {state['iteration']}, the directory is named for "
+                                f"{int(name[5:])}; a state file from another checkpoint was copied in")
+    return state
 
 
 def saved_data_parallel_size(saved: dict) -> int:
@@ -388,12 +538,11 @@ def read_optimizer_state(
         )
     own = sources[parallel.dp_rank] if saved_dp == parallel.dp_size else sources[0] if saved_dp == 1 else None
     if own is not None and _covers_exactly(own, layout):
-        return load_file(str(own))
+        return read_safetensors(own)
     pieces = []
     for path in sources:
-        with safe_open(str(path), framework="pt") as f:
-            pieces.append({k: f.get_tensor(k) for k in f.keys()
-                           if layout is None or k.rpartition(".")[0] in layout})
+        tensors = read_safetensors(path)
+        pieces.append({k: v for k, v in tensors.items() if layout is None or k.rpartition(".")[0] in layout})
     try:
         return merge_sharded_state_dicts(pieces)
     except ValueError as e:
@@ -409,8 +558,13 @@ def _covers_exactly(path: Path, layout: dict[str, tuple[int, int, int]] | None) 
     over all of them: a non-sharded optimizer's file, which every layout can take its part of)."""
     if layout is None:
         return True
-    with safe_open(str(path), framework="pt") as f:
-        ranges = {k[: -len(".range")]: f.get_tensor(k).tolist() for k in f.keys() if k.endswith(".range")}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            ranges = {k[: -len(".range")]: f.get_tensor(k).tolist() for k in f.keys() if k.endswith(".range")}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointDamaged(f"{path}: damaged safetensors file ({reason}); resume an older checkpoint "
+                                f"(--ckpt-step N or --fallback-to-intact-checkpoint)") from None
     if ranges.keys() != layout.keys():
         return False
     return all(saved in (list(layout[name]), [0, saved[2], saved[2]]) for name, saved in ranges.items())

@@ -18,9 +18,11 @@ def model_shard_name(tp_rank: int) -> str:
     return f"model_tp{tp_rank:02d}.safetensors"
 
 
-def save_model_shard(ckpt_dir: str | Path, tp_rank: int, state_dict: dict[str, torch.Tensor]) -> Path:
+def save_model_shard(ckpt_dir: str | Path, tp_rank: int, state_dict: dict[str, torch.Tensor],
+                     metadata: dict[str, str] | None = None) -> Path:
+    """``metadata``: strings for the safetensors header (the trainer records iteration and run id)."""
     path = Path(ckpt_dir) / model_shard_name(tp_rank)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(path))
+    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(path), metadata=metadata)
     return path
 
 

@@ -38,6 +38,26 @@ class ParallelState:
         """Global rank of TP rank 0 in this rank's TP group (for broadcasts inside the group)."""
         return self.rank - self.tp_rank
 
+    # World-group collectives, the one place the trainer and the checkpoint code reach the whole world
+    # through (a single process, or a world of one, makes each the identity).
+
+    def _distributed(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def all_reduce_max(self, tensor):
+        """Element-wise maximum over the world, in place (a flag any rank raised reaches every rank)."""
+        if self._distributed():
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
+    def all_gather_object(self, obj) -> list:
+        """``obj`` (picklable, small) of every rank of the world, in rank order."""
+        if not self._distributed():
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
 
 def initialize_parallel(tensor_model_parallel_size: int = 1, backend: str | None = None) -> ParallelState:
     """Initialise ``torch.distributed`` from torchrun's environment if needed and build the groups.
@@ -80,3 +100,12 @@ def initialize_parallel(tensor_model_parallel_size: int = 1, backend: str | None
         tp_size=tp, tp_rank=rank % tp, dp_size=dp, dp_rank=rank // tp, rank=rank, world_size=world,
         tp_group=tp_group, dp_group=dp_group,
     )
+
+
+def destroy_parallel() -> None:
+    """Orderly teardown of what ``initialize_parallel`` set up: a barrier, so that no rank leaves while
+    another still has a collective in flight, then the process groups are destroyed (a process that exits
+    with live gloo/NCCL groups can abort with "terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

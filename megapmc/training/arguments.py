@@ -115,6 +115,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                    help="load only the weights from --load (iteration, optimizer, RNG start afresh)")
     g.add_argument("--no-load-optim", action="store_true")
     g.add_argument("--no-load-rng", action="store_true")
+    g.add_argument("--ckpt-step", type=int, help="resume iteration N of --load (instead of the tracker's)")
+    g.add_argument("--fallback-to-intact-checkpoint", action="store_true",
+                   help="if the checkpoint to resume is damaged, resume the newest intact older one")
+    g.add_argument("--verify-checkpoint", choices=("full", "metadata", "off"), default="full",
+                   help="on load, check every file's size, header and checksum (full), or sizes and headers "
+                        "only (metadata)")
     g.add_argument("--exit-interval", type=int, help="save and exit when iteration %% N == 0")
     g.add_argument("--exit-duration-in-mins", type=float,
                    help="save and exit once the run has lasted this long (a job's time limit)")
@@ -241,7 +247,8 @@ def build_run_config(args: argparse.Namespace, data_config) -> RunConfig:
     checkpoint = CheckpointConfig(
         save=args.save, load=args.load, pretrained_checkpoint=args.pretrained_checkpoint,
         save_interval=args.save_interval, keep_last=args.keep_last_checkpoints, finetune=args.finetune,
-        no_load_optim=args.no_load_optim, no_load_rng=args.no_load_rng,
+        no_load_optim=args.no_load_optim, no_load_rng=args.no_load_rng, ckpt_step=args.ckpt_step,
+        fallback_to_intact_checkpoint=args.fallback_to_intact_checkpoint, verify_checkpoint=args.verify_checkpoint,
     )
     logging = LoggingConfig(
         log_interval=args.log_interval, tensorboard_dir=args.tensorboard_dir,

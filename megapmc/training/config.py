@@ -84,8 +84,15 @@ class CheckpointConfig:
     finetune: bool = False  # --load's weights only: iteration, optimizer, RNG and data position start afresh
     no_load_optim: bool = False
     no_load_rng: bool = False
+    ckpt_step: int | None = None  # resume this iteration of --load instead of the tracker's
+    fallback_to_intact_checkpoint: bool = False  # a damaged checkpoint: resume the newest intact older one
+    verify_checkpoint: str = "full"  # full (sizes, headers, checksums), metadata (no checksums), off
 
     def __post_init__(self):
+        if self.verify_checkpoint not in ("full", "metadata", "off"):
+            raise ValueError(f"--verify-checkpoint must be full, metadata or off, got {self.verify_checkpoint!r}")
+        if self.ckpt_step is not None and (self.load is None or self.ckpt_step < 0):
+            raise ValueError("--ckpt-step N resumes iteration N of --load DIR: give --load and N >= 0")
         if self.save_interval is not None and self.save_interval < 1:
             raise ValueError(f"--save-interval must be >= 1, got {self.save_interval}")
         if self.save_interval is not None and self.save is None:

@@ -16,10 +16,13 @@ the samples fall on ranks (Megatron's token-level averaging).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import random
 import signal
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,16 +32,20 @@ import torch
 import torch.distributed as dist
 
 from megapmc.checkpoint.checkpointing import (
+    CheckpointDamaged,
     CheckpointError,
-    load_checkpoint,
+    agree,
     read_optimizer_state,
     resolve_checkpoint_dir,
+    run_state_path,
     saved_data_parallel_size,
     save_checkpoint,
     set_rng_state,
 )
+from megapmc.checkpoint.resume import load_for_resume
 from megapmc.optim.lr_schedule import LRScheduler
-from megapmc.parallel.state import ParallelState, initialize_parallel
+from megapmc.parallel.state import ParallelState, destroy_parallel, initialize_parallel
+from megapmc.training import worker_exit
 from megapmc.training.config import RunConfig
 from megapmc.training.logging import IterationStats, TrainingLogger
 
@@ -153,12 +160,20 @@ class Trainer:
                                  seed=tcfg.seed)
         self._loaded_from: Path | None = None
         self._resume_note = ""
+        self._verify_note = ""
+        self._verify_report = None  # this rank's VerifyReport of the loaded checkpoint
+        self.run_id: str | None = None  # kept across resumes; a fresh run takes rank 0's new one
         self.iteration = self.consumed_samples = self.skipped_iters = self.consecutive_skipped = 0
         self.scheduler = LRScheduler(config.lr_schedule.resolve(self.train_iters))
         resume = self._load_weights()
         self.ddp = DataParallel(self.model, config.optimizer, parallel)
         self.optimizer = build_optimizer(self.ddp, config.optimizer, parallel)
-        self._rng_state = self._load_training_state(resume)
+        error, self._rng_state = None, None
+        try:
+            self._rng_state = self._load_training_state(resume)
+        except CheckpointError as e:
+            error = e
+        self._check_resume_consistency(error)
 
         self.logger = TrainingLogger(
             config.logging, enabled=parallel.rank == 0, save_dir=config.checkpoint.save,
@@ -182,30 +197,50 @@ class Trainer:
     def _model_state(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
-    def _load_weights(self):
-        """Load model weights from --load (resume or --finetune) or --pretrained-checkpoint; return the
-        checkpoint whose optimizer/run state is still to be restored (None: a fresh start)."""
+    def _print0(self, message: str) -> None:
+        if self.parallel.rank == 0:
+            print(message, flush=True)
+
+    def _resolve_load(self) -> tuple[Path | None, bool]:
+        """(checkpoint directory, whether to resume its training state); (None, False): a fresh start."""
         ccfg = self.config.checkpoint
-        ckpt_dir, full = None, False
         # `--save X --load X` on the first launch of a run: nothing to resume yet.
         first_launch = (ccfg.load is not None and ccfg.save is not None and not Path(ccfg.load).exists()
                         and Path(ccfg.load).resolve() == Path(ccfg.save).resolve())
         if ccfg.load is not None and not first_launch:
-            ckpt_dir = resolve_checkpoint_dir(ccfg.load)
-            full = ckpt_dir is not None and not ccfg.finetune
-        if ckpt_dir is None and ccfg.pretrained_checkpoint is not None:
+            ckpt_dir = resolve_checkpoint_dir(ccfg.load, ccfg.ckpt_step, ccfg.fallback_to_intact_checkpoint)
+            if ckpt_dir is not None:
+                return ckpt_dir, not ccfg.finetune
+        if ccfg.pretrained_checkpoint is not None:
             ckpt_dir = resolve_checkpoint_dir(ccfg.pretrained_checkpoint)
             if ckpt_dir is None:
                 raise CheckpointError(f"--pretrained-checkpoint {ccfg.pretrained_checkpoint}: no checkpoint there")
+            return ckpt_dir, False
+        return None, False
+
+    def _load_weights(self):
+        """Load model weights from --load (resume or --finetune) or --pretrained-checkpoint, verified and
+        agreed on by every rank; return the checkpoint whose optimizer/run state is still to be restored
+        (None: a fresh start)."""
+        ccfg = self.config.checkpoint
+        error, (ckpt_dir, full) = None, (None, False)
+        try:
+            ckpt_dir, full = self._resolve_load()
+        except CheckpointError as e:
+            error = e
+        agree(self.parallel, error)
         if ckpt_dir is None:
             return None
-        # The optimizer state is read once the optimizer exists: which elements it needs depends on its layout.
-        loaded = load_checkpoint(
-            ckpt_dir, self.parallel, self.config.model.to_dict(), self._model_state(),
-            load_optimizer=False, load_run_state=full,
+        # The optimizer state is read once the optimizer exists: which elements it needs depends on its
+        # layout. Its shards are verified now, with the rest.
+        loaded = load_for_resume(
+            ckpt_dir, self.parallel, self.config.model.to_dict(), self._model_state(), load_run_state=full,
+            load_optimizer_later=full and not ccfg.no_load_optim, verify=ccfg.verify_checkpoint,
+            fallback=ccfg.fallback_to_intact_checkpoint, notify=self._print0,
         )
         self.model.load_state_dict(loaded.model_state, strict=True)
-        self._loaded_from = ckpt_dir
+        self._loaded_from = loaded.path
+        self._verify_report = loaded.verified
         return loaded if full else None
 
     def _load_training_state(self, loaded) -> dict | None:
@@ -220,12 +255,61 @@ class Trainer:
                 self._resume_note = (f"; optimizer states merged from {saved_dp} data-parallel shards "
                                      f"(this run has {self.parallel.dp_size})")
         state = loaded.run_state
-        self.iteration = int(state["iteration"])
-        self.consumed_samples = int(state["consumed_samples"])
-        self.skipped_iters = int(state["skipped_iters"])
-        self.consecutive_skipped = int(state["consecutive_skipped_iters"])
-        self.scheduler.load_state_dict(state["lr_scheduler"])
-        return None if self.config.checkpoint.no_load_rng else state["rng"]
+        try:
+            self.iteration = int(state["iteration"])
+            self.consumed_samples = int(state["consumed_samples"])
+            self.skipped_iters = int(state["skipped_iters"])
+            self.consecutive_skipped = int(state["consecutive_skipped_iters"])
+            self.scheduler.load_state_dict(state["lr_scheduler"])
+            rng = None if self.config.checkpoint.no_load_rng else state["rng"]
+        except (KeyError, TypeError, ValueError) as e:
+            path = run_state_path(loaded.path, self.parallel, loaded.config)
+            raise CheckpointDamaged(f"{path}: missing or malformed {e}; the file is damaged or was edited; resume "
+                                    f"another checkpoint (--ckpt-step N or --fallback-to-intact-checkpoint)") from None
+        self.run_id = state.get("run_id") or None
+        return rng
+
+    def _resume_digest(self) -> dict:
+        """What every rank must agree on before the first step."""
+        config = json.dumps(self.config.to_dict(), sort_keys=True, default=str).encode()
+        return {
+            "checkpoint": None if self._loaded_from is None else self._loaded_from.name,
+            "iteration": self.iteration, "consumed_samples": self.consumed_samples,
+            "skipped_iters": self.skipped_iters, "consecutive_skipped_iters": self.consecutive_skipped,
+            "lr_scheduler": json.dumps(self.scheduler.state_dict(), sort_keys=True),
+            "run_id": self.run_id, "config_sha256": hashlib.sha256(config).hexdigest(),
+        }
+
+    def _check_resume_consistency(self, error: CheckpointError | None) -> None:
+        """One world all-gather, before the first step: every rank's load error (raised on all ranks), its
+        resume digest (a disagreement is an error on every rank, never a hang in a later collective) and
+        its verification time (logged). A fresh run adopts rank 0's new run id."""
+        report = self._verify_report
+        proposal = uuid.uuid4().hex[:16]
+        gathered = agree(self.parallel, error, (self._resume_digest(), proposal,
+                                                None if report is None else (report.files, report.bytes,
+                                                                             report.seconds)))
+        digests = [d for d, _, _ in gathered]
+        diffs = [f"{key}: " + ", ".join(f"rank {r} has {d[key]!r}" for r, d in enumerate(digests))
+                 for key in digests[0] if any(d[key] != digests[0][key] for d in digests)]
+        if diffs:
+            raise CheckpointError(
+                "the ranks disagree on the state to resume (" + "; ".join(diffs)[:600] + "): the checkpoint's "
+                "state files were edited or mixed, or the ranks were launched with different flags; resume "
+                "another checkpoint (--ckpt-step N) and launch every rank with the same command"
+            )
+        if self.run_id is None:
+            self.run_id = gathered[0][1]
+        reports = [r for _, _, r in gathered if r is not None]
+        if self._loaded_from is not None and not reports and self.config.checkpoint.verify_checkpoint != "off":
+            self._verify_note = (f"notice: {self._loaded_from} has no manifest.json (a converted checkpoint): its "
+                                 f"weights are read unverified")
+        if reports:
+            self._verify_note = (
+                f"verified checkpoint {self._loaded_from.name} ({self.config.checkpoint.verify_checkpoint}): "
+                f"{sum(r[0] for r in reports)} files, {sum(r[1] for r in reports) / 1e6:.1f} MB on "
+                f"{len(reports)} ranks in parallel, slowest rank {max(r[2] for r in reports):.2f} s"
+            )
 
     # ----------------------------------------------------------------------------- saving
 
@@ -239,7 +323,7 @@ class Trainer:
         path = save_checkpoint(
             ccfg.save, self.iteration, self.parallel, self.config.to_dict(), self._model_state(),
             self.optimizer.sharded_state_dict(), self.config.optimizer.use_distributed_optimizer, run_state,
-            keep_last=ccfg.keep_last,
+            keep_last=ccfg.keep_last, run_id=self.run_id,
         )
         self.logger.print(f"saved checkpoint {path}")
         self.logger.log_event("checkpoint", self.iteration, path=str(path))
@@ -342,10 +426,9 @@ class Trainer:
         limit = self.config.training.exit_duration_in_mins
         flags = torch.tensor([float(handler.received is not None),
                               float(limit is not None and time.time() - started_at > 60.0 * limit)])
-        if dist.is_available() and dist.is_initialized():
-            if dist.get_backend() == "nccl":
-                flags = flags.to(self.device)
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+            flags = flags.to(self.device)
+        self.parallel.all_reduce_max(flags)
         if flags[0] > 0:
             return "signal"
         return "exit_duration" if flags[1] > 0 else None
@@ -364,6 +447,8 @@ class Trainer:
         if tcfg.eval_interval and self.data.valid_dataset is None:
             self.logger.print("no validation data (the split leaves a source without validation documents): "
                               "validation is skipped")
+        if self._verify_note:
+            self.logger.print(self._verify_note)
         if self.iteration:
             self.logger.print(f"resumed from {self._loaded_from} at iteration {self.iteration}, "
                               f"{self.consumed_samples} samples consumed{self._resume_note}")
@@ -417,7 +502,13 @@ class Trainer:
         finally:
             handler.restore()
             self.logger.close()
+            del train_it  # its loader workers end here, before the process groups do
         return TrainResult(self.iteration, self.consumed_samples, exit_reason, last_loss, last_ckpt)
+
+    def close(self) -> None:
+        """Wait for every collective this rank started (an overlapped parameter all-gather), so that none
+        is in flight when the process groups are destroyed."""
+        self.ddp.finish_param_sync()
 
     def _validate(self) -> None:
         loss = self.evaluate()
@@ -443,7 +534,11 @@ class Trainer:
 
 
 def train(config: RunConfig, dataset_provider: DatasetProvider, parallel: ParallelState | None = None) -> TrainResult:
-    """Run (or resume) training: the library entry point used by ``megapmc.pretrain`` and ``megapmc.finetune``."""
+    """Run (or resume) training: the library entry point used by ``megapmc.pretrain`` and ``megapmc.finetune``.
+    When ``parallel`` is None the process groups are created here and torn down in order at the end."""
+    owns_groups = parallel is None
+    if config.training.exit_signal_handler:
+        worker_exit.register_worker()
     if parallel is None:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -452,10 +547,20 @@ def train(config: RunConfig, dataset_provider: DatasetProvider, parallel: Parall
     config.training.num_micro_batches(parallel.dp_size)  # fail before building anything
     exit_signal = _ExitSignal(config.training.exit_signal_handler)
     try:
-        _seed_everything(config.training.seed)
-        data = dataset_provider(config, parallel)
-        trainer = Trainer(config, data, parallel)
-    except BaseException:
-        exit_signal.restore()
+        try:
+            _seed_everything(config.training.seed)
+            data = dataset_provider(config, parallel)
+            trainer = Trainer(config, data, parallel)
+        except BaseException:
+            exit_signal.restore()
+            raise
+        result = trainer.run(exit_signal, started_at)
+        trainer.close()
+    except CheckpointError:
+        if owns_groups:  # raised on every rank at once (checkpointing.agree): the teardown stays orderly
+            destroy_parallel()
         raise
-    return trainer.run(exit_signal, started_at)
+    if owns_groups:
+        destroy_parallel()
+    worker_exit.report_clean_exit(result.exit_reason, result.iteration)
+    return result

@@ -87,6 +87,7 @@ def test_backend_and_recompute_choices_are_checked_by_the_parser(argv, message, 
     (["--seq-length", "1024"], None, "--seq-length 1024 exceeds the model's max_position_embeddings 256"),
     (["--save-interval", "5"], None, "--save-interval needs --save"),
     (["--finetune"], None, "--finetune loads weights from --load"),
+    (["--ckpt-step", "4"], None, "--ckpt-step N resumes iteration N of --load DIR"),
     (["--overlap-param-gather"], None, "--overlap-param-gather needs --use-distributed-optimizer"),
     (["--recompute-method", "block"], None, "--recompute-method .* need --recompute-granularity full"),
     (["--recompute-granularity", "selective", "--recompute-num-layers", "2"], None, "need --recompute-granularity full"),
@@ -120,3 +121,12 @@ def test_missing_data_is_named(tmp_path):
     args = parse_args(build_parser(), BASE)
     with pytest.raises(ValueError, match="--data-path is required"):
         data_config(args)
+
+
+def test_resume_flags_reach_the_checkpoint_config(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = _config(BASE + ["--load", "run", "--ckpt-step", "4", "--fallback-to-intact-checkpoint",
+                          "--verify-checkpoint", "metadata"])
+    assert (cfg.checkpoint.ckpt_step, cfg.checkpoint.fallback_to_intact_checkpoint,
+            cfg.checkpoint.verify_checkpoint) == (4, True, "metadata")
+    assert _config(BASE).checkpoint.verify_checkpoint == "full"

@@ -185,3 +185,69 @@ def test_overlap_param_gather_flag_trains_the_same_run(tmp_path):
     plain_model = load_file(runs["plain"] / "iter_0000004" / "model_tp00.safetensors")
     got_model = load_file(runs["overlap"] / "iter_0000004" / "model_tp00.safetensors")
     assert all(torch.equal(got_model[k], plain_model[k]) for k in plain_model)
+
+
+TORTURE_ITERS = 8
+TORTURE_FLAGS = ["--model", "tiny", "--vocab-size", "128", "--seq-length", "16", "--micro-batch-size", "1",
+                 "--global-batch-size", "8", "--lr", "3e-3", "--lr-warmup-iters", "2", "--train-iters",
+                 str(TORTURE_ITERS), "--tensor-model-parallel-size", "2", "--use-distributed-optimizer",
+                 "--ddp-bucket-size", "5000", "--log-interval", "1", "--eval-interval", "0", "--save-interval", "2",
+                 "--no-progress-bar", "--toy-masks"]
+
+
+def _launch4(save_dir: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "4", "--master-port",
+           str(free_port()), str(TOY), *TORTURE_FLAGS, "--save", str(save_dir), "--load", str(save_dir), *extra]
+    return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill_job_at(proc: subprocess.Popen, metrics: Path, iteration: int, delay: float) -> None:
+    deadline = time.time() + 240
+    while _last_iteration(metrics) < iteration and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(delay)  # a random moment after it: inside the next step, or the save
+    for pid in _descendants(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate()
+    assert proc.returncode != 0 and _last_iteration(metrics) < TORTURE_ITERS, "the run finished before the kill"
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_torture_sigkill_at_random_moments_tp2_dp2_distributed_optimizer(tmp_path):
+    """TP=2 x DP=2 with ZeRO-1, killed with SIGKILL three times (twice at a random moment, once inside a
+    save at a random point: after a model shard, before the manifest, before the tracker) and resumed each
+    time: the losses and the final weights and optimizer shards equal the uninterrupted run's bit for bit."""
+    import random as _random
+
+    rng = _random.Random(14)
+    reference = tmp_path / "reference"
+    _finish(_launch4(reference))
+
+    run = tmp_path / "killed"
+    _kill_job_at(_launch4(run), run / METRICS_NAME, rng.randint(1, 3), rng.uniform(0.0, 0.3))
+    save_point = rng.choice(["model_shard", "manifest", "tracker"])
+    proc = _launch4(run, "--toy-die-in-save", "6", save_point)
+    proc.communicate(timeout=240)
+    assert proc.returncode != 0 and read_tracker(run) == 4, f"the kill inside the save of 6 ({save_point}) missed"
+    _kill_job_at(_launch4(run), run / METRICS_NAME, 5, rng.uniform(0.0, 0.3))
+    out = _finish(_launch4(run))
+    assert "resumed from" in out
+
+    ref_train, _ = read_metrics(reference / METRICS_NAME)
+    got_train, _ = read_metrics(run / METRICS_NAME)
+    assert [r["iteration"] for r in got_train] == list(range(1, TORTURE_ITERS + 1))
+    for ref, got in zip(ref_train, got_train):
+        assert (got["loss"], got["lr"], got["grad_norm"]) == (ref["loss"], ref["lr"], ref["grad_norm"]), ref["iteration"]
+    final = f"iter_{TORTURE_ITERS:07d}"
+    names = [f"model_tp{t:02d}.safetensors" for t in range(2)] + [
+        f"optim_tp{t:02d}_dp{d:02d}.safetensors" for t in range(2) for d in range(2)]
+    for name in names:
+        ref_sd, got_sd = load_file(reference / final / name), load_file(run / final / name)
+        assert ref_sd.keys() == got_sd.keys()
+        for k in ref_sd:
+            assert ref_sd[k].equal(got_sd[k]), f"{name}: {k} differs"

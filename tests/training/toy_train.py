@@ -50,12 +50,77 @@ def toy_loader(dataset, consumed_samples, micro_batch_size, global_batch_size, p
     return batches()
 
 
+def _die_in_save(iteration: int, point: str) -> None:
+    """SIGKILL the whole job (torchrun, every worker) from rank 0 at ``point`` of the save of ``iteration``, as a
+    node lost mid-save: after the model shard is written, before the manifest, or before the tracker."""
+    import os
+    import signal
+
+    import megapmc.checkpoint.checkpointing as ck
+
+    def kill_job():
+        parent = os.getppid()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if ppid == parent:
+                    os.kill(int(entry), signal.SIGKILL)
+        os.kill(parent, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    tag = f"iter_{iteration:07d}"
+    if point == "model_shard":  # after rank 0's shard is written, while the other ranks still write theirs
+        original_shard = ck.save_model_shard
+
+        def save_model_shard(*args, **kwargs):
+            path = original_shard(*args, **kwargs)
+            if tag in str(path):
+                kill_job()
+            return path
+        ck.save_model_shard = save_model_shard
+    elif point == "manifest":  # every file durable, the manifest not yet written
+        original_manifest = ck.write_manifest
+
+        def write_manifest(ckpt_dir, it, *args, **kwargs):
+            if it == iteration:
+                kill_job()
+            return original_manifest(ckpt_dir, it, *args, **kwargs)
+        ck.write_manifest = write_manifest
+    else:  # the directory renamed into place, the tracker not yet replaced
+        original_write = ck.write_text_atomic
+
+        def write_text_atomic(path, text, *args, **kwargs):
+            if str(path).endswith(ck.TRACKER_NAME) and text.strip() == str(iteration):
+                kill_job()
+            return original_write(path, text, *args, **kwargs)
+        ck.write_text_atomic = write_text_atomic
+
+
 def main(argv=None):
     parser = add_training_args(argparse.ArgumentParser())
     parser.add_argument("--toy-samples", type=int, default=256)
     parser.add_argument("--toy-masks", action="store_true")
     parser.add_argument("--toy-nan-samples", type=int, nargs="*", default=[])
+    parser.add_argument("--toy-slow-save", type=float, default=0.0,
+                        help="seconds every save takes longer (a large model's save)")
+    parser.add_argument("--toy-die-in-save", nargs=2, metavar=("ITERATION", "POINT"),
+                        help="kill the job during that save: model_shard, manifest or tracker")
     args = parse_args(parser, argv)
+    if args.toy_die_in_save:
+        _die_in_save(int(args.toy_die_in_save[0]), args.toy_die_in_save[1])
+    if args.toy_slow_save:
+        import time
+
+        import megapmc.training.trainer as trainer_module
+
+        fast = trainer_module.save_checkpoint
+        trainer_module.save_checkpoint = lambda *a, **k: (time.sleep(args.toy_slow_save), fast(*a, **k))[1]
     torch.set_num_threads(1)
     config = build_run_config(args, data_config=None)
     vocab = config.model.vocab_size
