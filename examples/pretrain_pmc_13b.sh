@@ -39,9 +39,9 @@
 # An iteration (3200 x 2048 tokens) takes about 100 s on 32 A100s at 50% MFU, so --save-interval 50
 # risks at most ~1.4 h; a checkpoint is ~180 GB (bf16 weights + fp32 optimizer shards), 3 are kept.
 # Preemption: SIGTERM or SIGUSR1 to the training processes makes every rank finish its iteration, save
-# and exit 0 (Slurm's --signal does this, see the .slurm file). A SIGTERM to torchrun itself is
-# forwarded to the ranks, but torchrun kills them 30 s later, which may cut the save short; the
-# previous checkpoint then stays the latest.
+# and exit 0 (Slurm's --signal does this, see the .slurm file). SIGTERM/SIGUSR1 to this script or to
+# torchrun under it is forwarded to the ranks, and their save gets SHUTDOWN_TIMEOUT s (default 1800)
+# instead of torchrun's own 30 s (examples/launch_common.sh, run_torchrun).
 # Extra arguments are passed on to `python -m megapmc.pretrain` (they win over the ones below).
 set -euo pipefail
 
