@@ -21,13 +21,17 @@ def test_evaluate_hf_dir_on_sample_items(tiny_hf_dir, tmp_path, capsys):
     _tool("evaluate").main(["--hf-dir", str(tiny_hf_dir), "--tasks", "pubmedqa,medqa", "--limit", "2",
                             "--num-fewshot", "1", "--output-dir", str(out), "--batch-size", "4", "--dtype", "fp32"])
     printed = capsys.readouterr().out
-    assert printed.startswith("| Task |") and "| **Average** |" in printed
+    assert printed.startswith("pubmedqa: 5 items from ") and "(pubmedqa-original)" in printed  # what was found
+    assert "| Task |" in printed and "| **Average** |" in printed
     assert (out / "results.md").read_text() in printed
     report = json.loads((out / "results.json").read_text())
     assert report["config"]["num_fewshot"] == 1 and set(report["tasks"]) == {"pubmedqa", "medqa"}
     assert report["config"]["model"]["hf_dir"] == str(tiny_hf_dir) and report["config"]["model"]["dtype"] == "fp32"
     assert all(r["n"] == 2 for r in report["tasks"].values())
     assert len((out / "samples_medqa.jsonl").read_text().splitlines()) == 2
+    harness = json.loads((out / "results_lm_eval.json").read_text())  # lm-eval's results layout
+    assert harness["results"]["medqa"]["acc,none"] == report["tasks"]["medqa"]["acc"]
+    assert harness["n-shot"]["medqa"] == 1 and harness["n-samples"]["medqa"]["effective"] == 2
 
 
 @pytest.mark.parametrize("argv,message", [
