@@ -45,7 +45,8 @@ class TaskResult:
     ci95: tuple[float, float]
     acc_norm: float | None = None  # log-likelihood mode
     unparsed: int | None = None  # generation mode
-    unparsed_ids: list[str] = field(default_factory=list)
+    unparsed_ids: list[str] = field(default_factory=list)  # ambiguous ones included
+    ambiguous_ids: list[str] = field(default_factory=list)  # several answers given ("A or B")
     truncated: int = 0  # prompts that lost tokens on the left to fit the model's positions
     malformed: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -64,6 +65,7 @@ def summarise(split: LoadedSplit, results: list[ItemResult], mode: str, num_fews
     else:
         out.unparsed_ids = [r.id for r in results if r.chosen is None]
         out.unparsed = len(out.unparsed_ids)
+        out.ambiguous_ids = [r.id for r in results if r.parse_rule == "ambiguous"]
     return out
 
 
@@ -111,6 +113,8 @@ def render_markdown(results: list[TaskResult], perplexities: dict | None = None)
     notes += [f"- {r.task}: {len(r.malformed)} malformed records skipped (listed in results.json)"
               for r in results if r.malformed]
     notes += [f"- {r.task}: {r.unparsed} generated answers unparseable, counted wrong (ids in results.json)"
+              + (f"; {len(r.ambiguous_ids)} of them name several options: {', '.join(r.ambiguous_ids)}"
+                 if r.ambiguous_ids else "")
               for r in results if r.unparsed]
     notes += [f"- {r.task}: {r.truncated} prompts truncated on the left to fit the model (see samples_{r.task}.jsonl)"
               for r in results if r.truncated]

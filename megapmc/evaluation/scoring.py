@@ -109,7 +109,8 @@ def score_generate(backend: CausalLMBackend, task: Task, items: list[MultipleCho
             id=item.id, prompt=prompt, gold=choices[item.gold],
             chosen=None if parsed.index is None else choices[parsed.index], correct=parsed.index == item.gold,
             choices=choices, generation=text, parse_rule=parsed.rule,
-            extra=_truncation(len(p_ids), backend.max_length - max_new_tokens),
+            extra={**_truncation(len(p_ids), backend.max_length - max_new_tokens),
+                   **({"candidates": [choices[i] for i in parsed.candidates]} if parsed.candidates else {})},
         ))
     return results
 
