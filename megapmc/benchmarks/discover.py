@@ -98,7 +98,9 @@ def find_benchmark_files(data_dir: str | Path) -> dict[str, TaskFiles]:
             if match:
                 files.eval = match[0]
                 break
-        files.train = next((p for p in paths if split_of(p) == "train"), None)
+        if task == "pubmedqa" and files.eval is None and paths:
+            files.eval = paths[0]  # HF pqa_labeled keeps all 1,000 labelled items in its "train" split
+        files.train = next((p for p in paths if split_of(p) == "train" and p != files.eval), None)
         if task == "pubmedqa" and files.eval is not None and candidates["pubmedqa_truth"]:
             files.ground_truth = candidates["pubmedqa_truth"][0]
         files.others = [p for p in paths if p not in (files.eval, files.train)]

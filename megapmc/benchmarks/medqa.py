@@ -38,8 +38,8 @@ def read_medqa(path: str | Path, split: str = "test", num_options: int | None = 
     """Read one MedQA file. ``num_options`` (4 or 5) is checked against the file when given; otherwise
     the first usable record decides. The split's ``task`` is ``medqa`` (4) or ``medqa_5options``."""
     path = Path(path)
-    layout = medqa_layout(first_record(path)) if path.is_file() else None
-    rows = read_rows(path)  # raises for a missing, empty or non-UTF-8 file
+    rows = list(read_rows(path))  # raises for a missing, empty or non-UTF-8 file
+    layout = medqa_layout(first_record(path))
     if layout is None:
         raise BenchmarkFileError(f"{path}: not a MedQA file (expected 'question'/'options'/'answer_idx' "
                                  f"or the 4-option HF export's 'sent1'/'ending0'..'ending3'/'label')")

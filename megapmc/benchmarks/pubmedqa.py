@@ -61,8 +61,8 @@ def read_pubmedqa(path: str | Path, ground_truth: str | Path | None = None, spli
                                      f"got {type(data).__name__}")
         records = [(f"{path}:{pmid}", str(pmid), rec) for pmid, rec in data.items()]
     else:
-        layout = pubmedqa_layout(first_record(path)) if path.is_file() else None
-        rows = list(read_rows(path))
+        rows = list(read_rows(path))  # raises for a missing, empty or non-UTF-8 file
+        layout = pubmedqa_layout(first_record(path))
         if layout is None:
             raise BenchmarkFileError(f"{path}: not a PubMedQA file (expected ori_pqal.json, or rows with "
                                      f"'pubid'/'question'/'context'/'final_decision' or 'QUESTION'/'CONTEXTS')")

@@ -45,6 +45,32 @@ def test_evaluate_bad_flags_exit_with_a_message(argv, message, tmp_path):
         _tool("evaluate").main(["--hf-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), *argv])
 
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--tasks", "medmcqa", "--medmcqa-file", str(FIXTURES / "medmcqa_original/medmcqa/test.json")],
+     "test.json: unlabelled"),
+    # the third task's file is missing: found out before the model is loaded, not after two tasks
+    (["--tasks", "pubmedqa,medqa,medmcqa", "--data-dir", str(FIXTURES / "medqa_original")],
+     "pubmedqa: no file found under --data-dir"),
+    (["--tasks", "medqa", "--medqa-file", "/nonexistent.jsonl"], "--medqa-file /nonexistent.jsonl: not found"),
+    (["--ppl-files", "general"], "expected NAME=PATH"),
+])
+def test_bad_benchmark_files_fail_before_the_model_loads(argv, message, tmp_path):
+    # --hf-dir has no model: the data error must come first.
+    with pytest.raises(SystemExit, match=message):
+        _tool("evaluate").main(["--hf-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), *argv])
+
+
+def test_strict_flag_stops_at_a_malformed_record(tmp_path):
+    bad = tmp_path / "test.jsonl"
+    bad.write_text((FIXTURES / "medqa_bare_test/test.jsonl").read_text() + "{oops\n")
+    with pytest.raises(SystemExit, match=f"{bad}:4: not valid JSON"):
+        _tool("evaluate").main(["--hf-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), "--tasks", "medqa",
+                                "--medqa-file", str(bad), "--strict"])
+
+
 def test_evaluate_missing_model_dir(tmp_path):
     with pytest.raises(SystemExit, match="no config.json"):
         _tool("evaluate").main(["--hf-dir", str(tmp_path), "--output-dir", str(tmp_path / "o")])

@@ -37,8 +37,8 @@ class Task:
         files = files_for(self.name, data_dir, eval_file)
         path = files.eval
         if split == "train":
-            if self.name == "pubmedqa" and files.ground_truth and files.train is None:
-                return read_pubmedqa(files.eval, files.ground_truth, "train", strict)  # ori_pqal minus test
+            if self.name == "pubmedqa" and files.ground_truth:
+                return read_pubmedqa(files.eval, files.ground_truth, "train", strict)  # PQA-L minus the test PMIDs
             if files.train is None:
                 raise FileNotFoundError(f"{self.name}: --num-fewshot needs a training split and none was found "
                                         f"under --data-dir {data_dir} (a file named *train*)")
