@@ -37,6 +37,8 @@ setup(
         "zstandard>=0.21",
         "tensorboard>=2.14",
         "matplotlib>=3.7",
+        # Benchmark copies from the Hugging Face hub come as parquet (megapmc.benchmarks reads them).
+        "pyarrow>=12",
     ],
     extras_require={
         # megatron-core: tests/data/test_indexed_dataset.py checks our shards byte for byte against its builder.
@@ -51,6 +53,8 @@ setup(
         "console_scripts": [
             "megapmc-pretrain=megapmc.pretrain:main",
             "megapmc-finetune=megapmc.finetune:main",
+            # lm_eval with "--model megapmc" registered (lm-eval 0.4.x loads no model plugins by itself).
+            "megapmc-lm-eval=megapmc.evaluation.lm_eval_cli:main",
         ]
     },
 )
