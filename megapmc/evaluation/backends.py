@@ -274,10 +274,11 @@ class MegapmcBackend(CausalLMBackend):
 
     @torch.no_grad()
     def loglikelihood_grouped(self, groups: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[LoglikResult]]:
-        """One forward per item for the shared context: a batch of contexts (longest first, left-padded)
-        is prefilled into a KV cache whose last position scores every choice's first token; the cache
-        rows are then repeated once per choice and all choices' remaining tokens run in one short
-        forward. Groups that would need left truncation go through the per-choice reference, whose
+        """One forward per item for the shared context. Items whose choices are single tokens run their
+        context alone (right-padded; its last position scores every choice). Otherwise a batch of
+        contexts (longest first, left-padded) is prefilled into a KV cache whose last position scores
+        every choice's first token; the cache rows are then repeated once per choice and all choices'
+        remaining tokens run in one short forward. Groups that would need left truncation go through the per-choice reference, whose
         truncation depends on each choice's length."""
         from megapmc.model.inference import InferenceCache, left_padded_positions
 
@@ -291,9 +292,23 @@ class MegapmcBackend(CausalLMBackend):
         rest = sorted(set(range(len(groups))) - set(fits))
         for i, res in zip(rest, super().loglikelihood_grouped([groups[i] for i in rest]) if rest else []):
             results[i] = res
-        order = sorted(fits, key=lambda i: -len(groups[i][0]))
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        # Items whose choices are all one token (" A".." D") need only the context's last logits: a plain
+        # right-padded forward of the context, no cache.
+        single = {i for i in fits if all(len(c) == 1 for c in groups[i][1])}
+        batches = []
+        for kind in (single, set(fits) - single):
+            order = sorted(kind, key=lambda i: -len(groups[i][0]))
+            batches += [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in tqdm(batches, desc="loglikelihood", disable=not self.show_progress, leave=False):
+            if batch[0] in single:
+                rows = [groups[i][0] for i in batch]
+                logits = self.logits(self._pad(rows))  # [b, s, vocab]
+                last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
+                logp = F.log_softmax(logits[torch.arange(len(rows), device=logits.device), last].float(), dim=-1)
+                for j, i in enumerate(batch):
+                    results[i] = [LoglikResult(logprob=float(logp[j, c[0]]), is_greedy=bool(logp[j].argmax() == c[0]))
+                                  for c in groups[i][1]]
+                continue
             ctxs = [groups[i][0] for i in batch]
             conts = [groups[i][1] for i in batch]
             width = max(map(len, ctxs))

@@ -52,10 +52,12 @@ def test_one_forward_per_batch_of_items():
     backend.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
     single_token = [(ctx, [c[:1] for c in conts]) for ctx, conts in _groups()]
     backend.loglikelihood_grouped(single_token)
-    assert len(calls) == 2  # 7 items in batches of 4; one prefill each, no continuation pass
+    assert len(calls) == 2  # 7 items in batches of 4; one forward of the contexts each, nothing more
     calls.clear()
     backend.loglikelihood_grouped(_groups())
-    assert len(calls) == 4  # prefill + one pass over every choice's remaining tokens, per batch
+    # 1 item with single-token choices (one forward) and 6 with longer ones in 2 batches, each a prefill
+    # plus one pass over every choice's remaining tokens.
+    assert len(calls) == 1 + 2 * 2
 
 
 def test_groups_needing_truncation_use_the_reference():
