@@ -9,7 +9,7 @@ import torch
 
 from megapmc.evaluation.backends import CausalLMBackend, HFBackend, MegapmcBackend, load_tokenizer
 from megapmc.evaluation.fewshot import FewShotSampler
-from megapmc.evaluation.perplexity import perplexity
+from megapmc.evaluation.perplexity import perplexity, read_documents
 from megapmc.evaluation.report import (
     TaskResult, render_markdown, summarise, write_lm_eval_results, write_report, write_samples,
 )
@@ -120,6 +120,8 @@ def prepare_tasks(config: EvalConfig, log=print) -> list[PreparedTask]:
             log(f"  {note}")
         items = split.items[: config.limit] if config.limit else split.items
         prepared.append(PreparedTask(name, split, items, train))
+    for name, path in config.ppl_files.items():  # read now, so a broken held-out file fails before scoring
+        log(f"ppl {name}: {len(read_documents(path))} documents from {path}")
     return prepared
 
 
