@@ -272,14 +272,38 @@ class MegapmcBackend(CausalLMBackend):
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.gather_logits(self.model(input_ids))  # [b, s, V/tp] -> [b, s, vocab]
 
+    @staticmethod
+    def _one_row(conts: list[list[int]]) -> list[int] | None:
+        """The tokens to feed after the context so that one row scores every choice: the longest
+        choice minus its last token, if every choice but its last token is a prefix of it (``" A"`` and
+        ``"▁" + "B"`` both fit context + ``"▁"``); else None."""
+        longest = max(conts, key=len)[:-1]
+        return longest if all(c[:-1] == longest[:len(c) - 1] for c in conts) else None
+
+    def _score_rows(self, groups) -> list[list[LoglikResult]]:
+        """One right-padded forward of context + ``_one_row`` tokens for a batch of groups."""
+        rows = [ctx + self._one_row(conts) for ctx, conts in groups]
+        logits = self.logits(self._pad(rows))  # [b, s, vocab]
+        out = []
+        for j, (ctx, conts) in enumerate(groups):
+            logp = F.log_softmax(logits[j, len(ctx) - 1:len(rows[j])].float(), dim=-1)  # [fed + 1, vocab]
+            scored = []
+            for c in conts:
+                steps, target = logp[:len(c)], torch.tensor(c, device=logp.device)
+                scored.append(LoglikResult(logprob=float(steps.gather(-1, target[:, None]).sum()),
+                                           is_greedy=bool((steps.argmax(-1) == target).all())))
+            out.append(scored)
+        return out
+
     @torch.no_grad()
     def loglikelihood_grouped(self, groups: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[LoglikResult]]:
-        """One forward per item for the shared context. Items whose choices are single tokens run their
-        context alone (right-padded; its last position scores every choice). Otherwise a batch of
-        contexts (longest first, left-padded) is prefilled into a KV cache whose last position scores
-        every choice's first token; the cache rows are then repeated once per choice and all choices'
-        remaining tokens run in one short forward. Groups that would need left truncation go through the per-choice reference, whose
-        truncation depends on each choice's length."""
+        """One forward per item for the shared context. Items whose choices all fit one row (each but its
+        last token a prefix of the longest) run context + that prefix once, right-padded, every choice read
+        from it, as lm-eval's logits cache does. Otherwise a batch of contexts (longest first, left-padded)
+        is prefilled into a KV cache whose last position scores every choice's first token; the cache rows
+        are then repeated once per choice and all choices' remaining tokens run in one short forward.
+        Groups that would need left truncation go through the per-choice reference, whose truncation
+        depends on each choice's length."""
         from megapmc.model.inference import InferenceCache, left_padded_positions
 
         results: list[list[LoglikResult] | None] = [None] * len(groups)
@@ -292,22 +316,17 @@ class MegapmcBackend(CausalLMBackend):
         rest = sorted(set(range(len(groups))) - set(fits))
         for i, res in zip(rest, super().loglikelihood_grouped([groups[i] for i in rest]) if rest else []):
             results[i] = res
-        # Items whose choices are all one token (" A".." D") need only the context's last logits: a plain
-        # right-padded forward of the context, no cache.
-        single = {i for i in fits if all(len(c) == 1 for c in groups[i][1])}
+        # Items whose choices fit one row (single tokens " A".." D", or " A" beside "▁" + "B" in a small
+        # vocabulary) need one plain forward of context + _one_row tokens. No cache, no per-row positions.
+        plain = {i for i in fits if self._one_row(groups[i][1]) is not None}
         batches = []
-        for kind in (single, set(fits) - single):
+        for kind in (plain, set(fits) - plain):
             order = sorted(kind, key=lambda i: -len(groups[i][0]))
             batches += [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in tqdm(batches, desc="loglikelihood", disable=not self.show_progress, leave=False):
-            if batch[0] in single:
-                rows = [groups[i][0] for i in batch]
-                logits = self.logits(self._pad(rows))  # [b, s, vocab]
-                last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
-                logp = F.log_softmax(logits[torch.arange(len(rows), device=logits.device), last].float(), dim=-1)
-                for j, i in enumerate(batch):
-                    results[i] = [LoglikResult(logprob=float(logp[j, c[0]]), is_greedy=bool(logp[j].argmax() == c[0]))
-                                  for c in groups[i][1]]
+            if batch[0] in plain:
+                for i, scored in zip(batch, self._score_rows([groups[i] for i in batch])):
+                    results[i] = scored
                 continue
             ctxs = [groups[i][0] for i in batch]
             conts = [groups[i][1] for i in batch]

@@ -55,9 +55,9 @@ def test_one_forward_per_batch_of_items():
     assert len(calls) == 2  # 7 items in batches of 4; one forward of the contexts each, nothing more
     calls.clear()
     backend.loglikelihood_grouped(_groups())
-    # 1 item with single-token choices (one forward) and 6 with longer ones in 2 batches, each a prefill
-    # plus one pass over every choice's remaining tokens.
-    assert len(calls) == 1 + 2 * 2
+    # 3 items whose choices fit one row (all but one choice a single token): one forward; 4 others: a
+    # prefill plus one pass over every choice's remaining tokens.
+    assert [tuple(c) for c in calls] == [(3, 41), (4, 24), (4 * 5, 3)]
 
 
 def test_groups_needing_truncation_use_the_reference():
