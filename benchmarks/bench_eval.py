@@ -2,7 +2,7 @@
 
 Same tiny random ``LlamaForCausalLM`` (saved once, imported into a megapmc checkpoint), same tokenizer
 (a SentencePiece model trained on the spot), same items (the shipped sample items of PubMedQA, MedMCQA
-and MedQA, repeated ``--copies`` times), same batch size, fp32 on the CPU. Measured per task and in total:
+and MedQA, ``--copies`` variants of each, numbered so none repeats), same batch size, fp32 on the CPU. Measured per task and in total:
 
 - ``megapmc``: ``score_loglik`` on ``MegapmcBackend``: prompts rendered and tokenized, one forward per
   item for the shared context (KV cache), choices scored from it;
@@ -46,7 +46,9 @@ def _items(copies: int):
     out = {}
     for name in ("pubmedqa", "medmcqa", "medqa"):
         base = TASKS[name].load(SAMPLE_DATA_DIR, "test").items
-        out[name] = [replace(it, id=f"{it.id}#{k}") for k in range(copies) for it in base]
+        # Each copy's question differs, so no item repeats another: lm-eval scores a repeated request
+        # once, which would measure deduplication rather than scoring.
+        out[name] = [replace(it, id=f"{it.id}#{k}", question=f"[{k}] {it.question}") for k in range(copies) for it in base]
     return out
 
 
