@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from megapmc.benchmarks import files_for
 from megapmc.evaluation.backends import CausalLMBackend, HFBackend, MegapmcBackend, load_tokenizer
 from megapmc.evaluation.fewshot import FewShotSampler
 from megapmc.evaluation.perplexity import perplexity, read_documents
@@ -114,6 +115,7 @@ def prepare_tasks(config: EvalConfig, log=print) -> list[PreparedTask]:
             kwargs["cop_base"] = config.medmcqa_cop_base
         split = task.load(config.data_dir, "test", **kwargs)
         train = task.load(config.data_dir, "train", **kwargs).items if config.num_fewshot else []
+        log(f"found {files_for(name, config.data_dir, config.task_files.get(name)).describe()}")
         log(f"{name}: {len(split.items)} items from {split.source} ({split.layout})"
             + (f", {len(split.malformed)} malformed skipped" if split.malformed else ""))
         for note in split.notes:

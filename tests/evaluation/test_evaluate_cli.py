@@ -21,7 +21,8 @@ def test_evaluate_hf_dir_on_sample_items(tiny_hf_dir, tmp_path, capsys):
     _tool("evaluate").main(["--hf-dir", str(tiny_hf_dir), "--tasks", "pubmedqa,medqa", "--limit", "2",
                             "--num-fewshot", "1", "--output-dir", str(out), "--batch-size", "4", "--dtype", "fp32"])
     printed = capsys.readouterr().out
-    assert printed.startswith("pubmedqa: 5 items from ") and "(pubmedqa-original)" in printed  # what was found
+    assert printed.startswith("found pubmedqa: ") and "ground truth" in printed  # what was found
+    assert "pubmedqa: 5 items from " in printed and "(pubmedqa-original)" in printed
     assert "| Task |" in printed and "| **Average** |" in printed
     assert (out / "results.md").read_text() in printed
     report = json.loads((out / "results.json").read_text())
