@@ -41,6 +41,8 @@ setup(
         "matplotlib>=3.7",
         # XXH3 checksums of every checkpoint file (megapmc/checkpoint/integrity.py).
         "xxhash>=3.0",
+        # Benchmark copies from the Hugging Face hub come as parquet (megapmc.benchmarks reads them).
+        "pyarrow>=12",
     ],
     extras_require={
         # megatron-core: tests/data/test_indexed_dataset.py checks our shards byte for byte against its builder.
@@ -55,6 +57,8 @@ setup(
         "console_scripts": [
             "megapmc-pretrain=megapmc.pretrain:main",
             "megapmc-finetune=megapmc.finetune:main",
+            # lm_eval with "--model megapmc" registered (lm-eval 0.4.x loads no model plugins by itself).
+            "megapmc-lm-eval=megapmc.evaluation.lm_eval_cli:main",
         ]
     },
 )

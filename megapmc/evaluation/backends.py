@@ -152,6 +152,14 @@ class CausalLMBackend:
                 )
         return results  # type: ignore[return-value]
 
+    def loglikelihood_grouped(self, groups: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[LoglikResult]]:
+        """Each group is ``(context_ids, [continuation_ids, ...])``: the choices of one item, sharing its
+        context. This reference scores every pair on its own (one forward per choice); backends that can
+        reuse the context's forward override it and must equal it."""
+        flat = [(ctx, cont) for ctx, conts in groups for cont in conts]
+        scores = iter(self.loglikelihood(flat))
+        return [[next(scores) for _ in conts] for _, conts in groups]
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:
         """Greedy decoding without a KV cache: every step reruns the (right-padded) batch and reads each
@@ -263,6 +271,101 @@ class MegapmcBackend(CausalLMBackend):
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.gather_logits(self.model(input_ids))  # [b, s, V/tp] -> [b, s, vocab]
+
+    @staticmethod
+    def _one_row(conts: list[list[int]]) -> list[int] | None:
+        """The tokens to feed after the context so that one row scores every choice: the longest
+        choice minus its last token, if every choice but its last token is a prefix of it (``" A"`` and
+        ``"▁" + "B"`` both fit context + ``"▁"``); else None."""
+        longest = max(conts, key=len)[:-1]
+        return longest if all(c[:-1] == longest[:len(c) - 1] for c in conts) else None
+
+    def _score_rows(self, groups) -> list[list[LoglikResult]]:
+        """One right-padded forward of context + ``_one_row`` tokens for a batch of groups."""
+        rows = [ctx + self._one_row(conts) for ctx, conts in groups]
+        logits = self.logits(self._pad(rows))  # [b, s, vocab]
+        out = []
+        for j, (ctx, conts) in enumerate(groups):
+            logp = F.log_softmax(logits[j, len(ctx) - 1:len(rows[j])].float(), dim=-1)  # [fed + 1, vocab]
+            scored = []
+            for c in conts:
+                steps, target = logp[:len(c)], torch.tensor(c, device=logp.device)
+                scored.append(LoglikResult(logprob=float(steps.gather(-1, target[:, None]).sum()),
+                                           is_greedy=bool((steps.argmax(-1) == target).all())))
+            out.append(scored)
+        return out
+
+    @torch.no_grad()
+    def loglikelihood_grouped(self, groups: Sequence[tuple[list[int], list[list[int]]]]) -> list[list[LoglikResult]]:
+        """One forward per item for the shared context. Items whose choices all fit one row (each but its
+        last token a prefix of the longest) run context + that prefix once, right-padded, every choice read
+        from it, as lm-eval's logits cache does. Otherwise a batch of contexts (longest first, left-padded)
+        is prefilled into a KV cache whose last position scores every choice's first token; the cache rows
+        are then repeated once per choice and all choices' remaining tokens run in one short forward.
+        Groups that would need left truncation go through the per-choice reference, whose truncation
+        depends on each choice's length."""
+        from megapmc.model.inference import InferenceCache, left_padded_positions
+
+        results: list[list[LoglikResult] | None] = [None] * len(groups)
+        for i, (_, conts) in enumerate(groups):
+            if not conts or not all(conts):
+                raise ValueError(f"request group {i}: no choices or an empty continuation")
+        # A batch's cache holds its longest context plus the longest continuation of all groups.
+        tail_all = max((len(c) for _, conts in groups for c in conts), default=1) - 1
+        fits = [i for i, (ctx, _) in enumerate(groups) if len(ctx) + tail_all <= self.max_length]
+        rest = sorted(set(range(len(groups))) - set(fits))
+        for i, res in zip(rest, super().loglikelihood_grouped([groups[i] for i in rest]) if rest else []):
+            results[i] = res
+        # Items whose choices fit one row (single tokens " A".." D", or " A" beside "▁" + "B" in a small
+        # vocabulary) need one plain forward of context + _one_row tokens. No cache, no per-row positions.
+        plain = {i for i in fits if self._one_row(groups[i][1]) is not None}
+        batches = []
+        for kind in (plain, set(fits) - plain):
+            order = sorted(kind, key=lambda i: -len(groups[i][0]))
+            batches += [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in tqdm(batches, desc="loglikelihood", disable=not self.show_progress, leave=False):
+            if batch[0] in plain:
+                for i, scored in zip(batch, self._score_rows([groups[i] for i in batch])):
+                    results[i] = scored
+                continue
+            ctxs = [groups[i][0] for i in batch]
+            conts = [groups[i][1] for i in batch]
+            width = max(map(len, ctxs))
+            tail = max(len(c) for cs in conts for c in cs) - 1  # continuation tokens fed after the context
+            n = max(map(len, conts))
+            ids = torch.tensor([[self.tokenizer.eos_id] * (width - len(c)) + c for c in ctxs], device=self.device)
+            real = torch.tensor([[False] * (width - len(c)) + [True] * len(c) for c in ctxs], device=self.device)
+            positions = left_padded_positions(real)  # [b, w]
+            cache = InferenceCache.allocate(self.model, len(batch), width + tail)
+            hidden = self.model(ids, position_ids=positions, inference_cache=cache, padding_mask=real)
+            first = F.log_softmax(self.model.gather_logits(hidden[:, -1:]).float(), dim=-1)[:, 0]  # [b, vocab]
+            rest_logp = None
+            if tail:
+                # Every row repeated once per choice: [b * n, ...]; choice k of item j is row j * n + k.
+                cache = InferenceCache(key=[k.repeat_interleave(n, 0) for k in cache.key],
+                                       value=[v.repeat_interleave(n, 0) for v in cache.value],
+                                       key_padding_mask=cache.key_padding_mask.repeat_interleave(n, 0),
+                                       length=cache.length)
+                # Each choice's tokens but its last, right-padded: a pad after a row's last real token
+                # cannot reach the positions before it.
+                fed = [cs[k][:-1] if k < len(cs) else [] for cs in conts for k in range(n)]
+                eos = self.tokenizer.eos_id
+                inp = torch.tensor([r + [eos] * (tail - len(r)) for r in fed], device=self.device)  # [b * n, tail]
+                start = positions[:, -1:].repeat_interleave(n, 0) + 1  # [b * n, 1]
+                pos = start + torch.arange(tail, device=self.device)  # [b * n, tail]
+                out = self.model(inp, position_ids=pos, inference_cache=cache)  # [b * n, tail, V/tp]
+                rest_logp = F.log_softmax(self.model.gather_logits(out).float(), dim=-1)  # [b * n, tail, vocab]
+            for j, i in enumerate(batch):
+                scored = []
+                for k, cont in enumerate(conts[j]):
+                    target = torch.tensor(cont, device=first.device)
+                    steps = first[j:j + 1]  # [1, vocab]
+                    if len(cont) > 1:
+                        steps = torch.cat([steps, rest_logp[j * n + k, :len(cont) - 1]])  # [len(cont), vocab]
+                    scored.append(LoglikResult(logprob=float(steps.gather(-1, target[:, None]).sum()),
+                                               is_greedy=bool((steps.argmax(-1) == target).all())))
+                results[i] = scored
+        return results  # type: ignore[return-value]
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int) -> list[list[int]]:

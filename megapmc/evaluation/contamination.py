@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import re
 import unicodedata
 from collections import defaultdict
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 from megapmc.data.jsonl import open_binary
 from megapmc.evaluation.tasks import MultipleChoiceItem
+from megapmc.utils.io import write_text_atomic
 
 
 CHUNK_CHARS = 8 << 20  # training text scanned at once: large enough for numpy, small in memory
@@ -280,7 +280,5 @@ def write_contamination(report: ContaminationReport, output_dir: str | Path) -> 
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = output_dir / "contamination.json", output_dir / "contamination.md"
     for path, text in zip(paths, (json.dumps(report.to_json(), indent=2) + "\n", report.markdown())):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     return paths

@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from megapmc.benchmarks import files_for
 from megapmc.evaluation.backends import CausalLMBackend, HFBackend, MegapmcBackend, load_tokenizer
 from megapmc.evaluation.fewshot import FewShotSampler
-from megapmc.evaluation.report import TaskResult, render_markdown, summarise, write_report, write_samples
+from megapmc.evaluation.perplexity import perplexity, read_documents
+from megapmc.evaluation.report import (
+    TaskResult, render_markdown, summarise, write_lm_eval_results, write_report, write_samples,
+)
 from megapmc.evaluation.scoring import score_generate, score_loglik
-from megapmc.evaluation.tasks import get_task
+from megapmc.evaluation.tasks import LoadedSplit, get_task
 
 MODES = ("loglik", "generate")
 DEFAULT_TASKS = ("pubmedqa", "medmcqa", "medqa")
@@ -31,6 +34,9 @@ class EvalConfig:
     max_new_tokens: int = 64
     seed: int = 1234
     medmcqa_cop_base: int | None = None  # None: detect from the file (0 in the HF copy, 1 in the original)
+    task_files: dict[str, str] = field(default_factory=dict)  # task -> file named on the command line
+    strict: bool = False  # stop at the first malformed record
+    ppl_files: dict[str, str] = field(default_factory=dict)  # name -> held-out text file (forgetting check)
 
     def __post_init__(self):
         self.tasks = tuple(self.tasks)
@@ -50,6 +56,12 @@ class EvalConfig:
             raise ValueError(f"--medmcqa-cop-base must be 0 or 1, got {self.medmcqa_cop_base}")
         if not Path(self.data_dir).is_dir():
             raise FileNotFoundError(f"--data-dir {self.data_dir}: not a directory")
+        for name, path in self.task_files.items():
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"--{name.split('_')[0]}-file {path}: not found")
+        for name, path in self.ppl_files.items():
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"--ppl-files {name}={path}: not found")
 
 
 def build_backend(hf_dir: str | None = None, load: str | None = None, tokenizer: str | None = None,
@@ -82,31 +94,65 @@ def build_backend(hf_dir: str | None = None, load: str | None = None, tokenizer:
     return backend, parallel.rank == 0
 
 
-def evaluate(backend: CausalLMBackend, config: EvalConfig, write: bool = True,
-             model_info: dict | None = None) -> list[TaskResult]:
-    """Score every task; with ``write`` (rank 0 only under torchrun) write the samples and the report.
-    ``model_info`` (what was evaluated: directory, dtype, TP size) goes into results.json."""
-    results = []
+@dataclass
+class PreparedTask:
+    """One task's items, read and validated before any model is loaded."""
+
+    name: str
+    split: LoadedSplit
+    items: list
+    train: list
+
+
+def prepare_tasks(config: EvalConfig, log=print) -> list[PreparedTask]:
+    """Find and read every task's files up front, so a missing or broken third file fails in seconds,
+    not after hours of scoring the first two. ``log`` receives what was found."""
+    prepared = []
     for name in config.tasks:
         task = get_task(name)
-        load = task.load
-        if name == "medmcqa" and config.medmcqa_cop_base is not None:
-            load = functools.partial(task.load, cop_base=config.medmcqa_cop_base)
-        split = load(config.data_dir, "test")
+        kwargs = {"eval_file": config.task_files.get(name), "strict": config.strict}
+        if name == "medmcqa":
+            kwargs["cop_base"] = config.medmcqa_cop_base
+        split = task.load(config.data_dir, "test", **kwargs)
+        train = task.load(config.data_dir, "train", **kwargs).items if config.num_fewshot else []
+        log(f"found {files_for(name, config.data_dir, config.task_files.get(name)).describe()}")
+        log(f"{name}: {len(split.items)} items from {split.source} ({split.layout})"
+            + (f", {len(split.malformed)} malformed skipped" if split.malformed else ""))
+        for note in split.notes:
+            log(f"  {note}")
         items = split.items[: config.limit] if config.limit else split.items
-        train = load(config.data_dir, "train").items if config.num_fewshot else []
-        fewshot = FewShotSampler(train, config.num_fewshot, config.seed)
+        prepared.append(PreparedTask(name, split, items, train))
+    for name, path in config.ppl_files.items():  # read now, so a broken held-out file fails before scoring
+        log(f"ppl {name}: {len(read_documents(path))} documents from {path}")
+    return prepared
+
+
+def evaluate(backend: CausalLMBackend, config: EvalConfig, write: bool = True,
+             model_info: dict | None = None,
+             prepared: list[PreparedTask] | None = None) -> tuple[list[TaskResult], dict]:
+    """Score every task; with ``write`` (rank 0 only under torchrun) write the samples and the reports
+    (``results.json``/``results.md`` and lm-eval's ``results_lm_eval.json``). ``model_info`` (what was
+    evaluated: directory, dtype, TP size) goes into results.json; ``prepared`` is ``prepare_tasks``'s.
+    Returns the task results and the held-out perplexities (``{name: {...}}``, empty without ppl files)."""
+    prepared = prepared if prepared is not None else prepare_tasks(config, log=lambda _: None)
+    results = []
+    for p in prepared:
+        task = get_task(p.name)
+        fewshot = FewShotSampler(p.train, config.num_fewshot, config.seed)
         if config.mode == "loglik":
-            item_results = score_loglik(backend, task, items, fewshot)
+            item_results = score_loglik(backend, task, p.items, fewshot)
         else:
-            item_results = score_generate(backend, task, items, fewshot, config.max_new_tokens)
-        results.append(summarise(split, item_results, config.mode, config.num_fewshot))
+            item_results = score_generate(backend, task, p.items, fewshot, config.max_new_tokens)
+        results.append(summarise(p.split, item_results, config.mode, config.num_fewshot))
         if write:
             Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-            write_samples(Path(config.output_dir), name, item_results)
+            write_samples(Path(config.output_dir), p.name, item_results)
+    perplexities = {name: perplexity(backend, path) for name, path in config.ppl_files.items()}
     if write:
-        write_report(config.output_dir, results, {**dataclasses.asdict(config), "model": model_info or {}})
-    return results
+        run_config = {**dataclasses.asdict(config), "model": model_info or {}}
+        write_report(config.output_dir, results, run_config, perplexities)
+        write_lm_eval_results(config.output_dir, results, run_config)
+    return results, perplexities
 
 
-__all__ = ["EvalConfig", "build_backend", "evaluate", "render_markdown", "MODES", "DEFAULT_TASKS"]
+__all__ = ["EvalConfig", "PreparedTask", "build_backend", "evaluate", "prepare_tasks", "render_markdown", "MODES", "DEFAULT_TASKS"]

@@ -9,7 +9,7 @@ import random
 from typing import Callable
 
 from megapmc.evaluation.prompts import FEWSHOT_DELIMITER
-from megapmc.evaluation.tasks.common import MultipleChoiceItem
+from megapmc.benchmarks import MultipleChoiceItem
 
 
 class FewShotSampler:

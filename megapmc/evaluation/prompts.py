@@ -1,8 +1,9 @@
 """Prompts: lm-evaluation-harness's for log-likelihood scoring, PMC-LLaMA's for generation.
 
 Log-likelihood prompts reproduce the harness tasks ``medqa_4options``, ``medmcqa`` and ``pubmedqa``
-(their ``doc_to_text``/``doc_to_choice``), so the same model gives the same per-item choices there and
-here. The continuation scored for option ``i`` is ``TARGET_DELIMITER + choices[i]`` (``" A"``,
+(their ``doc_to_text``/``doc_to_choice``) character for character: fields are inserted as stored, with
+no stripping, so the same model gives the same per-item log-likelihoods there and here.
+The continuation scored for option ``i`` is ``TARGET_DELIMITER + choices[i]`` (``" A"``,
 ``" yes"``); few-shot examples are ``prompt + " " + gold choice`` joined by ``FEWSHOT_DELIMITER``.
 
 Generation prompts put the question in PMC-LLaMA's instruction format (``###Question:`` /
@@ -11,12 +12,8 @@ Generation prompts put the question in PMC-LLaMA's instruction format (``###Ques
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from megapmc.benchmarks import MultipleChoiceItem
 from megapmc.sft import template
-
-if TYPE_CHECKING:  # the tasks package imports this module
-    from megapmc.evaluation.tasks.common import MultipleChoiceItem
 
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"

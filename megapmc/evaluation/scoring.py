@@ -69,25 +69,24 @@ def score_loglik(backend: CausalLMBackend, task: Task, items: list[MultipleChoic
     def render_example(ex: MultipleChoiceItem) -> str:
         return task.harness_prompt(ex) + TARGET_DELIMITER + task.harness_choices(ex)[ex.gold]
 
-    prompts, requests, spans = [], [], []
+    prompts, groups = [], []
     for item in items:
         prompt = fewshot.prefix(item, render_example) + task.harness_prompt(item)
-        choices = task.harness_choices(item)
-        spans.append((len(requests), len(choices)))
-        requests.extend(encode_pair(backend.tokenizer, prompt, TARGET_DELIMITER + c) for c in choices)
+        pairs = [encode_pair(backend.tokenizer, prompt, TARGET_DELIMITER + c) for c in task.harness_choices(item)]
+        groups.append((pairs[0][0], [cont for _, cont in pairs]))  # every choice shares the context's ids
         prompts.append(prompt)
-    scores = backend.loglikelihood(requests)
+    scores = backend.loglikelihood_grouped(groups)
     results = []
-    for item, prompt, (start, n) in zip(items, prompts, spans):
+    for item, prompt, (ctx, conts), item_scores in zip(items, prompts, groups, scores):
         choices = task.harness_choices(item)
-        lls = [scores[start + k].logprob for k in range(n)]
+        lls = [s.logprob for s in item_scores]
         best = _argmax(lls)
         best_norm = _argmax([ll / len(c) for ll, c in zip(lls, choices)])
         results.append(ItemResult(
             id=item.id, prompt=prompt, gold=choices[item.gold], chosen=choices[best], correct=best == item.gold,
             choices=choices, loglikelihoods=lls, chosen_norm=choices[best_norm], correct_norm=best_norm == item.gold,
-            extra={"is_greedy": [scores[start + k].is_greedy for k in range(n)],
-                   **_truncation(max(len(c) + len(x) for c, x in requests[start:start + n]) - 1, backend.max_length)},
+            extra={"is_greedy": [s.is_greedy for s in item_scores],
+                   **_truncation(len(ctx) + max(map(len, conts)) - 1, backend.max_length)},
         ))
     return results
 
@@ -110,7 +109,8 @@ def score_generate(backend: CausalLMBackend, task: Task, items: list[MultipleCho
             id=item.id, prompt=prompt, gold=choices[item.gold],
             chosen=None if parsed.index is None else choices[parsed.index], correct=parsed.index == item.gold,
             choices=choices, generation=text, parse_rule=parsed.rule,
-            extra=_truncation(len(p_ids), backend.max_length - max_new_tokens),
+            extra={**_truncation(len(p_ids), backend.max_length - max_new_tokens),
+                   **({"candidates": [choices[i] for i in parsed.candidates]} if parsed.candidates else {})},
         ))
     return results
 

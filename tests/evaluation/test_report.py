@@ -25,7 +25,7 @@ def test_generate_mode_report_agrees_with_samples(sample_dir, tmp_path):
     answers = ["###Answer: OPTION C IS CORRECT.", "B", "no idea", "The answer is (A)", "Nitrofurantoin", "yes"]
     config = EvalConfig(data_dir=str(sample_dir), output_dir=str(tmp_path), tasks=("medqa", "pubmedqa"),
                         mode="generate", max_new_tokens=200)
-    results = evaluate(ScriptedBackend(answers), config)
+    results, _ = evaluate(ScriptedBackend(answers), config)
     report = json.loads((tmp_path / "results.json").read_text())
     table = (tmp_path / "results.md").read_text()
     assert report["ci_method"] == "wilson"
@@ -52,7 +52,7 @@ def test_malformed_items_reach_the_report(sample_dir, tmp_path):
     lines = (sample_dir / "medmcqa/dev.json").read_text().splitlines()
     (data / "medmcqa/dev.json").write_text("\n".join(lines[:3] + ["{broken"] + lines[3:]) + "\n")
     out = tmp_path / "out"
-    results = evaluate(ScriptedBackend(["A"]), EvalConfig(str(data), str(out), tasks=("medmcqa",), mode="generate"))
+    results, _ = evaluate(ScriptedBackend(["A"]), EvalConfig(str(data), str(out), tasks=("medmcqa",), mode="generate"))
     assert results[0].n == 6 and len(results[0].malformed) == 1
     report = json.loads((out / "results.json").read_text())
     assert report["tasks"]["medmcqa"]["malformed"][0]["location"].endswith("dev.json:4")
@@ -62,7 +62,7 @@ def test_malformed_items_reach_the_report(sample_dir, tmp_path):
 def test_truncated_prompts_are_counted(sample_dir, tmp_path):
     # Character tokens: the sample PubMedQA prompts are 660-716 characters; 700 positions fit some.
     config = EvalConfig(str(sample_dir), str(tmp_path), tasks=("pubmedqa",), mode="generate", max_new_tokens=8)
-    results = evaluate(ScriptedBackend(["yes"], max_length=708), config)
+    results, _ = evaluate(ScriptedBackend(["yes"], max_length=708), config)
     samples = _read_samples(tmp_path / "samples_pubmedqa.jsonl")
     lengths = [1 + len(s["prompt"]) for s in samples]  # BOS + one token per character
     assert results[0].truncated == sum(n > 700 for n in lengths) > 0
@@ -74,6 +74,6 @@ def test_generation_is_parsed_up_to_a_new_prompt(sample_dir, tmp_path):
     rambling = "The answer is unclear.\n\n### Instruction:\nAnswer.\n\n### Input:\n###Question: Next?\nAnswer: C"
     config = EvalConfig(str(sample_dir), str(tmp_path), tasks=("medqa",), mode="generate", limit=1,
                         max_new_tokens=200)
-    (result,) = evaluate(ScriptedBackend([rambling]), config)
+    (result,), _ = evaluate(ScriptedBackend([rambling]), config)
     (sample,) = _read_samples(tmp_path / "samples_medqa.jsonl")
     assert result.unparsed == 1 and sample["generation"] == rambling  # kept whole for the audit
