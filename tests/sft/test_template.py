@@ -64,7 +64,7 @@ def test_mcq_rendering_equals_the_released_medc_i_character_for_character():
 def test_zero_shot_evaluation_prompt_is_the_tuned_string():
     """The evaluation's generation prompt is built by the template's own function, from the same item."""
     from megapmc.evaluation import prompts
-    from megapmc.evaluation.tasks.common import MultipleChoiceItem
+    from megapmc.benchmarks import MultipleChoiceItem
 
     item = MultipleChoiceItem(id="q1", question="Which?", letters=("A", "B"), texts=("one", "two"), gold=1)
     assert prompts.instruction_prompt(item, template.MCQ_INSTRUCTION) == template.mcq_prompt(

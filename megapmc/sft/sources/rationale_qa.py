@@ -7,7 +7,7 @@ Reading the original files (small readers returning plain dicts, apart from the 
   file the paper, the release and the evaluation use). Item id: its ``id`` or its 1-based line number.
 - **MedMCQA**: JSON lines ``{"id", "question", "opa".."opd", "cop", "choice_type", "exp", "subject_name",
   "topic_name"}``. ``cop`` is 1-based in the original files and 0-based in the Hugging Face copy;
-  ``detect_cop_base`` tells them apart.
+  ``megapmc.benchmarks.detect_cop_base`` tells them apart.
 - **PubMedQA**: ``ori_pqaa.json`` (PQA-A, the training set) / ``ori_pqal.json``, a JSON object ``{pmid:
   {"QUESTION", "CONTEXTS", "LABELS", "MESHES", "LONG_ANSWER", "final_decision"}}``; given split files'
   PMIDs (``test_ground_truth.json``) can be excluded.
@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-from megapmc.data.jsonl import iter_lines, parse_line
+from megapmc import benchmarks
+from megapmc.benchmarks import LoadedSplit, MultipleChoiceItem
 from megapmc.sft.sources.common import InstructionRecord, Problems, iter_jsonl, require_str
 from megapmc.sft.template import (
     MCQ_INSTRUCTION,
@@ -43,9 +44,6 @@ from megapmc.sft.template import (
     format_answer,
     format_mcq_input,
 )
-
-MEDMCQA_OPTION_KEYS = ("opa", "opb", "opc", "opd")
-
 
 def load_rationales(path: str | Path, problems: Problems) -> dict[str, str]:
     """``{id: rationale}`` from a rationale file (JSON lines or one JSON object)."""
@@ -82,115 +80,60 @@ def _is_json_lines(path: Path) -> bool:
     return isinstance(item, dict) and "rationale" in item
 
 
-def _line_of_key(text: str, key: str) -> int | None:
-    at = text.find(json.dumps(key))
-    return text.count("\n", 0, at) + 1 if at >= 0 else None
-
-
 def load_pubmedqa_ids(path: str | Path) -> set[str]:
     """PMIDs of a PubMedQA split file (``test_ground_truth.json``: ``{pmid: decision}``)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object keyed by PMID")
-    return {str(k) for k in data}
+    return set(benchmarks.read_ground_truth(path))
 
 
 # ----------------------------------------------------------------------------- reading the original files
 
 
+def _items(split: LoadedSplit, problems: Problems, source: str) -> list[MultipleChoiceItem]:
+    """The reader's items, after passing each skipped record to ``problems`` as ``file:line`` (PubMedQA's
+    keyed file: ``file`` and the PMID)."""
+    for bad in split.malformed:
+        path, _, where = bad.location.rpartition(":")
+        where = where.replace("row ", "")
+        if split.layout == "pubmedqa-original":
+            problems.report(source, path, None, f"PMID {where}: {bad.reason}")
+        else:
+            problems.report(source, path, int(where) if where.isdigit() else None, bad.reason)
+    return split.items
+
+
 def read_medqa(path: str | Path, problems: Problems, source: str = "medqa") -> Iterator[dict]:
-    """``{"id", "question", "options": {letter: text}, "answer": letter}`` per valid MedQA line."""
-    path = Path(path)
-    for line, item in iter_jsonl(path, source, problems):
-        try:
-            question = require_str(item, "question")
-            options = item.get("options")
-            if not isinstance(options, dict) or len(options) < 2:
-                raise ValueError("'options' must be an object with at least two lettered options")
-            if any(k not in OPTION_LETTERS or not isinstance(v, str) for k, v in options.items()):
-                raise ValueError("'options' keys must be letters A-J and values strings")
-            letter = require_str(item, "answer_idx").strip().upper()
-            if letter not in options:
-                raise ValueError(f"answer_idx {letter!r} is not one of the options {sorted(options)}")
-        except ValueError as e:
-            problems.report(source, path, line, str(e))
-            continue
-        yield {"id": str(item.get("id", line)), "question": question, "options": dict(sorted(options.items())),
-               "answer": letter}
-
-
-def detect_cop_base(path: str | Path) -> int:
-    """0 or 1: the base of MedMCQA's ``cop`` in this file (0 appears only 0-based, 4 only 1-based).
-
-    A file whose answers are all 1-3 is ambiguous and taken as the original (1-based) files.
-    """
-    seen = set()
-    for _, line in iter_lines(path):
-        record, _ = parse_line(line)
-        cop = record.get("cop") if record is not None else None
-        if isinstance(cop, int):
-            seen.add(cop)
-        if 0 in seen and 4 in seen:
-            raise ValueError(f"{path}: 'cop' takes both 0 and 4, so its base (0 or 1) cannot be told; "
-                             f"pass the base explicitly")
-    return 0 if 0 in seen else 1
+    """``{"id", "question", "options": {letter: text}, "answer": letter}`` per valid MedQA record, read
+    by :func:`megapmc.benchmarks.read_medqa` (any downloaded layout)."""
+    for item in _items(benchmarks.read_medqa(path, split="train"), problems, source):
+        # The reader names a record without an id "train-<line>"; MedC-I row ids use the line alone.
+        yield {"id": item.id.removeprefix("train-"), "question": item.question, "options": dict(zip(item.letters, item.texts)),
+               "answer": item.gold_letter}
 
 
 def read_medmcqa(path: str | Path, problems: Problems, cop_base: int | None = None,
                  source: str = "medmcqa") -> Iterator[dict]:
-    """``{"id", "question", "options": {A..D}, "answer": letter, "explanation": str | None}`` per valid line."""
-    path = Path(path)
-    base = detect_cop_base(path) if cop_base is None else cop_base
-    if base not in (0, 1):
-        raise ValueError(f"MedMCQA cop base must be 0 or 1, got {base}")
-    for line, item in iter_jsonl(path, source, problems):
-        try:
-            question = require_str(item, "question")
-            options = [require_str(item, key) for key in MEDMCQA_OPTION_KEYS]
-            cop = item.get("cop")
-            if not isinstance(cop, int) or not 0 <= cop - base < len(options):
-                raise ValueError(f"'cop' is {cop!r}, expected an integer {base}..{base + len(options) - 1}")
-        except ValueError as e:
-            problems.report(source, path, line, str(e))
-            continue
-        explanation = item.get("exp") if isinstance(item.get("exp"), str) and item["exp"].strip() else None
-        yield {"id": str(item["id"]) if "id" in item else str(line), "question": question,
-               "options": dict(zip(OPTION_LETTERS, options)), "answer": OPTION_LETTERS[cop - base],
-               "explanation": explanation}
+    """``{"id", "question", "options": {A..D}, "answer": letter, "explanation": str | None}`` per valid
+    record, read by :func:`megapmc.benchmarks.read_medmcqa` (which detects the ``cop`` base)."""
+    split = benchmarks.read_medmcqa(path, split="train", cop_base=cop_base)
+    for note in split.notes:
+        print(f"medmcqa: {note}")
+    for item in _items(split, problems, source):
+        yield {"id": item.id.removeprefix("train-"), "question": item.question,
+               "options": dict(zip(item.letters, item.texts)), "answer": item.gold_letter, "explanation": item.explanation}
 
 
 def read_pubmedqa(path: str | Path, problems: Problems, exclude: set[str] = frozenset(),
                   stats: Counter | None = None, source: str = "pubmedqa") -> Iterator[dict]:
-    """``{"id": pmid, "question", "context", "answer": decision, "long_answer"}`` per valid PMID."""
+    """``{"id": pmid, "question", "context", "answer": decision, "long_answer"}`` per valid PMID not in
+    ``exclude``, read by :func:`megapmc.benchmarks.read_pubmedqa` (``ori_pqaa.json``, ``ori_pqal.json``
+    or PQA row files)."""
     stats = Counter() if stats is None else stats
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        data: dict[str, Any] = json.loads(text)
-    except json.JSONDecodeError as e:
-        problems.report(source, path, e.lineno, f"invalid JSON ({e.msg})")
-        return
-    if not isinstance(data, dict):
-        problems.report(source, path, 1, "expected a JSON object keyed by PMID (ori_pqaa.json format)")
-        return
-    for pmid, item in data.items():
-        if str(pmid) in exclude:
+    for item in _items(benchmarks.read_pubmedqa(path, split="train"), problems, source):
+        if item.id in exclude:
             stats["excluded"] += 1
             continue
-        try:
-            question = require_str(item, "QUESTION")
-            contexts = item.get("CONTEXTS", [])
-            if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
-                raise ValueError("'CONTEXTS' must be a list of strings")
-            decision = require_str(item, "final_decision").strip().lower()
-            if decision not in PUBMEDQA_OPTIONS:
-                raise ValueError(f"final_decision {decision!r} is not one of {PUBMEDQA_OPTIONS}")
-        except ValueError as e:
-            problems.report(source, path, _line_of_key(text, str(pmid)), f"PMID {pmid}: {e}")
-            continue
-        long_answer = item.get("LONG_ANSWER") if isinstance(item.get("LONG_ANSWER"), str) else None
-        yield {"id": str(pmid), "question": question, "context": " ".join(contexts), "answer": decision,
-               "long_answer": long_answer if long_answer and long_answer.strip() else None}
+        yield {"id": item.id, "question": item.question, "context": " ".join(item.contexts),
+               "answer": item.texts[item.gold], "long_answer": item.explanation}
 
 
 # ----------------------------------------------------------------------------- building the rows

@@ -13,8 +13,8 @@ from collections import Counter
 import pytest
 
 from megapmc.sft.sources.common import Problems
+from megapmc.benchmarks import read_medmcqa
 from megapmc.sft.sources.rationale_qa import (
-    detect_cop_base,
     load_medmcqa,
     load_medqa,
     load_pubmedqa,
@@ -75,7 +75,7 @@ def test_medqa_gives_a_short_answer_row_and_a_rationale_row(tmp_path):
 
 def test_medmcqa_one_based_cop_and_its_explanation_as_the_rationale(tmp_path):
     path = _jsonl(tmp_path / "train.json", [MEDMCQA_LINE, {**MEDMCQA_LINE, "id": "0f3a-78", "cop": 4, "exp": None}])
-    assert detect_cop_base(path) == 1
+    assert "1-based" in read_medmcqa(path).notes[0]
     stats = Counter()
     rows = {r.id: r for r in load_medmcqa(path, {}, Problems(), stats)}
     assert sorted(rows) == ["medmcqa-0f3a-77", "medmcqa-0f3a-77:rationale", "medmcqa-0f3a-78"]
@@ -125,7 +125,7 @@ def test_medmcqa_cop_base_detection(tmp_path):
     item = {"question": "q", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "id": "x"}
     one_based.write_text("\n".join(json.dumps({**item, "cop": c}) for c in (1, 4, 2)) + "\n")
     zero_based.write_text("\n".join(json.dumps({**item, "cop": c}) for c in (0, 3, 2)) + "\n")
-    assert detect_cop_base(one_based) == 1 and detect_cop_base(zero_based) == 0
+    assert "1-based" in read_medmcqa(one_based).notes[0] and "0-based" in read_medmcqa(zero_based).notes[0]
     letters = [r.output for r in load_medmcqa(zero_based, {}, Problems())]
     assert letters == [f"###Answer: OPTION {x} IS CORRECT." for x in "ADC"]
     letters = [r.output for r in load_medmcqa(one_based, {}, Problems())]
@@ -134,10 +134,10 @@ def test_medmcqa_cop_base_detection(tmp_path):
 
 def test_malformed_qa_items_are_reported_with_line_numbers(tmp_path):
     medqa = tmp_path / "medqa.jsonl"
-    good = {"question": "q?", "options": {"A": "x", "B": "y"}, "answer_idx": "A"}
+    good = {"question": "q?", "options": {"A": "w", "B": "x", "C": "y", "D": "z"}, "answer_idx": "A"}
     medqa.write_text("\n".join([
         json.dumps(good),
-        json.dumps({**good, "answer_idx": "C"}),
+        json.dumps({**good, "answer_idx": "E"}),
         json.dumps({**good, "options": ["x", "y"]}),
         "{broken",
         json.dumps(good),
@@ -145,14 +145,14 @@ def test_malformed_qa_items_are_reported_with_line_numbers(tmp_path):
     problems = Problems()
     assert len(list(load_medqa(medqa, {}, problems))) == 2
     assert [m.split(": ", 1)[0] for m in problems.examples] == [f"{medqa}:{n}" for n in (2, 3, 4)]
-    assert "answer_idx 'C' is not one of the options" in problems.examples[0]
+    assert "'answer_idx' 'E' is not one of ['A', 'B', 'C', 'D']" in problems.examples[0]
 
     pqa = tmp_path / "ori_pqaa.json"
     pqa.write_text(json.dumps({"1": {"QUESTION": "q", "CONTEXTS": ["c"], "final_decision": "perhaps"},
                                "2": {"QUESTION": "q", "CONTEXTS": ["c"], "final_decision": "yes"}}, indent=1))
     problems = Problems()
     assert [r.id for r in load_pubmedqa(pqa, {}, problems)] == ["pubmedqa-2"]
-    assert problems.examples[0].startswith(f"{pqa}:2: PMID 1: final_decision 'perhaps'")
+    assert problems.examples[0].startswith(f"{pqa}: PMID 1: label 'perhaps' is not one of")
 
 
 def test_rationale_file_as_one_object(tmp_path):
