@@ -115,7 +115,7 @@ def count_parameters(config: LlamaConfig, tensor_model_parallel_size: int = 1) -
     tp = tensor_model_parallel_size
     config.check_tensor_parallel(tp)
     total = count(ParallelState.single())
-    per_rank = total if tp == 1 else count(ParallelState(tp_size=tp, world_size=tp))
+    per_rank = total if tp == 1 else count(ParallelState.for_shapes(tp=tp))
     return total, per_rank
 
 

@@ -15,7 +15,7 @@ def _dropout_mask(tracker):
 def test_streams_differ_across_tp_ranks_and_default_is_shared():
     masks, defaults = [], []
     for rank in range(2):
-        tracker = model_parallel_seed(5, ParallelState(tp_size=2, tp_rank=rank, world_size=2, rank=rank))
+        tracker = model_parallel_seed(5, ParallelState.for_shapes(tp=2, tp_rank=rank))
         masks.append(_dropout_mask(tracker))
         defaults.append(torch.rand(4))
     assert not torch.equal(masks[0], masks[1])
