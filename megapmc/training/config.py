@@ -13,6 +13,7 @@ from typing import Any
 
 from megapmc.model.config import LlamaConfig
 from megapmc.optim.lr_schedule import LRScheduleConfig
+from megapmc.pipeline_parallel.config import PipelineConfig
 
 
 @dataclass
@@ -122,11 +123,17 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     tensor_model_parallel_size: int = 1
     tokenizer_model: str | None = None
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self):
         if self.tensor_model_parallel_size < 1:
             raise ValueError(f"--tensor-model-parallel-size must be >= 1, got {self.tensor_model_parallel_size}")
         self.model.check_tensor_parallel(self.tensor_model_parallel_size)
+        self.pipeline.stage_layers(self.model.num_layers)  # raises now if the layers do not split this way
+        ccfg = self.checkpoint
+        if self.pipeline.pipeline_model_parallel_size > 1 and (ccfg.save or ccfg.load or ccfg.pretrained_checkpoint):
+            raise ValueError("checkpoints (--save, --load, --pretrained-checkpoint) are not written or read with "
+                             "--pipeline-model-parallel-size > 1 yet; train without them or with PP = 1")
         if self.training.seq_length > self.model.max_position_embeddings:
             raise ValueError(
                 f"--seq-length {self.training.seq_length} exceeds the model's max_position_embeddings "
@@ -145,7 +152,7 @@ class RunConfig:
             "training": dataclasses.asdict(self.training),
             "checkpoint": dataclasses.asdict(self.checkpoint),
             "logging": dataclasses.asdict(self.logging),
-            "parallel": {"tensor_model_parallel_size": self.tensor_model_parallel_size},
+            "parallel": {"tensor_model_parallel_size": self.tensor_model_parallel_size, **self.pipeline.to_dict()},
             "tokenizer": {"tokenizer_model": self.tokenizer_model},
         }
 

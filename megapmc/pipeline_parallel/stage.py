@@ -1,0 +1,92 @@
+"""One pipeline rank's part of the LLaMA model, and how a stage runs.
+
+A rank holds one model chunk (1F1B) or ``V`` of them (interleaved), each a ``LlamaModel`` built with
+the ``layers`` / ``pre_process`` / ``post_process`` it owns (``PipelineConfig.stage_layers``): the
+embedding lives on the first stage's first chunk, the final norm, ``lm_head`` and the loss on the last
+stage's last chunk. ``PipelineModel`` groups the chunks into one module, so one ``DataParallel`` and
+one optimizer cover them. Weights are initialised from their global names, so a pipelined model starts
+from exactly the weights of the one-process model.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from megapmc.model.llama import LlamaModel, build_model
+from megapmc.model.recompute import checkpoint, layer_chunks
+from megapmc.parallel.cross_entropy import vocab_parallel_cross_entropy
+from megapmc.parallel.state import ParallelState
+from megapmc.pipeline_parallel.config import PipelineConfig
+
+
+class PipelineModel(nn.Module):
+    """The model chunks of one pipeline rank, in virtual-stage order."""
+
+    def __init__(self, chunks: list[LlamaModel]):
+        super().__init__()
+        self.chunks = nn.ModuleList(chunks)
+
+    def global_state_dict(self) -> dict[str, torch.Tensor]:
+        """This rank's weights under the one-process model's names (``layers.{global number}``)."""
+        return {chunk.global_name(name): t for chunk in self.chunks for name, t in chunk.state_dict().items()}
+
+
+def model_chunks(model: nn.Module) -> list[LlamaModel]:
+    """The chunks a schedule runs: a ``PipelineModel``'s, or the whole model as one chunk."""
+    return list(model.chunks) if isinstance(model, PipelineModel) else [model]
+
+
+def build_pipeline_model(config, parallel: ParallelState, options, pipeline: PipelineConfig, device="cpu",
+                         dtype=torch.float32, seed: int | None = 1234) -> nn.Module:
+    """This rank's model: the plain ``LlamaModel`` without pipelining, else a ``PipelineModel``."""
+    if pipeline.pipeline_model_parallel_size != parallel.pp_size:
+        raise ValueError(f"--pipeline-model-parallel-size {pipeline.pipeline_model_parallel_size} but the process "
+                         f"groups were built for {parallel.pp_size} stages")
+    if parallel.pp_size == 1:
+        return build_model(config, parallel, options, device, dtype, seed)
+    ranges = pipeline.stage_layers(config.num_layers)[parallel.pp_rank]
+    last = len(ranges) - 1
+    return PipelineModel([
+        build_model(config, parallel, options, device, dtype, seed, layers=layers,
+                    pre_process=parallel.is_pipeline_first_stage and c == 0,
+                    post_process=parallel.is_pipeline_last_stage and c == last)
+        for c, layers in enumerate(ranges)])
+
+
+def activation_shape(chunk: LlamaModel, micro_batch_size: int, seq_length: int) -> tuple[int, int, int]:
+    """What flows between stages: ``[s, b, h]``, or ``[s/tp, b, h]`` under sequence parallelism."""
+    s = seq_length // chunk.parallel.tp_size if chunk.sequence_parallel else seq_length
+    return s, micro_batch_size, chunk.config.hidden_size
+
+
+def stage_forward(chunk: LlamaModel, mb: dict, hidden: torch.Tensor | None) -> torch.Tensor:
+    """Run one chunk on micro-batch ``mb`` (every stage gets it: ``input_ids`` give the shape, the last
+    stage reads ``labels``). ``hidden``: the previous stage's output ``[s(/tp), b, h]`` (``None`` on the
+    first chunk). Returns this chunk's output ``[s(/tp), b, h]``, or on the last one the per-token loss
+    ``[b, s]`` (fp32), as ``LlamaModel.forward`` with labels."""
+    ids, position_ids, segment_ids = mb["input_ids"], mb.get("position_ids"), mb.get("segment_ids")
+    if chunk.pre_process and chunk.post_process:  # no pipelining: the model's own forward
+        return chunk(ids, position_ids=position_ids, segment_ids=segment_ids, labels=mb["labels"])
+    s = ids.shape[1]
+    x = chunk.embed_tokens(ids.t()) if chunk.pre_process else hidden  # [s(/tp), b, h]
+    cos, sin = chunk.rotary(position_ids, s, x.device, x.dtype)  # [s, b|1, 1, d]
+    mask = chunk.kernels.attention.prepare(segment_ids, s, x.device)
+    for start, end, recompute in layer_chunks(len(chunk.layers), chunk.options.recompute_config):
+        layers = chunk.layers[start:end]
+
+        def run(x, cos, sin, mask, layers=layers):
+            for layer in layers:
+                x = layer(x, cos, sin, mask)
+            return x
+        x = checkpoint(run, x, cos, sin, mask) if recompute else run(x, cos, sin, mask)
+    if not chunk.post_process:
+        return x
+    logits = chunk.lm_head(chunk.norm(x))  # [s, b, V/tp]
+    if chunk.num_valid_local < logits.shape[-1]:
+        logits[..., chunk.num_valid_local:] = float("-inf")  # Megatron's padded vocabulary columns
+    target = mb["labels"].t()  # [b, s] -> [s, b]
+    if chunk.parallel.tp_size == 1:
+        loss = chunk.kernels.cross_entropy(logits, target)
+    else:
+        loss = vocab_parallel_cross_entropy(logits, target, chunk.vocab_start, chunk.parallel.tp_group)
+    return loss.t().contiguous()  # [b, s]
