@@ -207,8 +207,9 @@ def _check_world(args: argparse.Namespace, training: TrainingConfig) -> None:
         return
     world, tp, pp = int(world), args.tensor_model_parallel_size, args.pipeline_model_parallel_size
     if world % (tp * pp):
-        raise ValueError(f"--tensor-model-parallel-size {tp} x --pipeline-model-parallel-size {pp} does not divide "
-                         f"the {world} launched processes; launch a multiple of {tp * pp} processes or change them")
+        sizes = f"--tensor-model-parallel-size {tp}" + (f" x --pipeline-model-parallel-size {pp}" if pp > 1 else "")
+        raise ValueError(f"{sizes} does not divide the {world} launched processes; launch a multiple of "
+                         f"{tp * pp} processes or change the model-parallel sizes")
     training.num_micro_batches(world // (tp * pp))
 
 

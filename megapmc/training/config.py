@@ -152,7 +152,9 @@ class RunConfig:
             "training": dataclasses.asdict(self.training),
             "checkpoint": dataclasses.asdict(self.checkpoint),
             "logging": dataclasses.asdict(self.logging),
-            "parallel": {"tensor_model_parallel_size": self.tensor_model_parallel_size, **self.pipeline.to_dict()},
+            # The pipeline fields only when pipelining: PP = 1 configs (and checkpoints) read as before.
+            "parallel": {"tensor_model_parallel_size": self.tensor_model_parallel_size,
+                         **(self.pipeline.to_dict() if self.pipeline.pipeline_model_parallel_size > 1 else {})},
             "tokenizer": {"tokenizer_model": self.tokenizer_model},
         }
 

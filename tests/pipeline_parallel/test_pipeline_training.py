@@ -19,16 +19,17 @@ from megapmc.training.trainer import TrainData, Trainer
 
 STEPS = 3
 FLAGS = ["--model", "tiny", "--num-layers", "4", "--vocab-size", "128", "--seq-length", "16", "--lr", "3e-3",
+         "--eval-iters", "2",
          "--micro-batch-size", "1", "--global-batch-size", "8", "--train-iters", str(STEPS), "--clip-grad", "0.5",
-         "--eval-interval", "0", "--no-progress-bar", "--no-exit-signal-handler"]
+         "--no-progress-bar", "--no-exit-signal-handler"]
 REL = 1e-6
 
 
 class MaskedTokens(torch.utils.data.Dataset):
     """Random tokens; each sample's loss mask keeps a random number of leading targets."""
 
-    def __init__(self, num_samples=64, seq_length=16, vocab=128):
-        g = torch.Generator().manual_seed(0)
+    def __init__(self, num_samples=64, seq_length=16, vocab=128, seed=0):
+        g = torch.Generator().manual_seed(seed)
         self.tokens = torch.randint(0, vocab, (num_samples, seq_length + 1), generator=g)
         keep = torch.randint(1, seq_length + 1, (num_samples,), generator=g)
         self.masks = (torch.arange(seq_length)[None, :] < keep[:, None]).float()
@@ -52,10 +53,11 @@ def _loader(dataset, consumed, micro_batch_size, global_batch_size, parallel, nu
 
 
 def _train(flags, parallel):
-    """Three steps; (losses, grad norms, the trainer)."""
+    """Three steps, then a validation pass (forward-only schedule); (losses + [validation loss], grad norms,
+    the trainer)."""
     config = build_run_config(add_training_args(argparse.ArgumentParser()).parse_args(FLAGS + flags), None)
     torch.manual_seed(config.training.seed)
-    trainer = Trainer(config, TrainData(MaskedTokens(), loader_builder=_loader), parallel)
+    trainer = Trainer(config, TrainData(MaskedTokens(), MaskedTokens(seed=1), loader_builder=_loader), parallel)
     it = trainer._loader(trainer.data.train_dataset, 0)
     losses, norms = [], []
     for _ in range(STEPS):
@@ -63,7 +65,7 @@ def _train(flags, parallel):
         assert not skipped
         losses.append(loss)
         norms.append(norm)
-    return losses, norms, trainer
+    return losses + [trainer.evaluate()], norms, trainer
 
 
 def _weights(trainer) -> dict[str, torch.Tensor]:
@@ -126,8 +128,10 @@ def test_pipelined_training_equals_one_process(layout, tmp_path):
     if tp == 1 and pp == world:  # no DP, no TP: the same sums in the same order as one process
         (_, _, weights), = piped.values()
         assert weights.keys() == ref_weights.keys()
+        # atol 1e-7 (5e-6 of the init std): the norm is summed per stage, so the clip coefficient differs in
+        # its last bits, which Adam's step turns into ~1e-8 moves of elements whose gradient is near eps.
         for name, ref in ref_weights.items():
-            torch.testing.assert_close(weights[name], ref, rtol=REL, atol=0, msg=lambda m, n=name: f"{n}: {m}")
+            torch.testing.assert_close(weights[name], ref, rtol=REL, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}")
         return
     # TP and DP reduce partial sums in another order than one process does: float32 rounding moves the
     # gradients of near-zero elements and Adam's normalised step carries that into the weights (the same
