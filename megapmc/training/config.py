@@ -130,10 +130,6 @@ class RunConfig:
             raise ValueError(f"--tensor-model-parallel-size must be >= 1, got {self.tensor_model_parallel_size}")
         self.model.check_tensor_parallel(self.tensor_model_parallel_size)
         self.pipeline.stage_layers(self.model.num_layers)  # raises now if the layers do not split this way
-        ccfg = self.checkpoint
-        if self.pipeline.pipeline_model_parallel_size > 1 and (ccfg.save or ccfg.load or ccfg.pretrained_checkpoint):
-            raise ValueError("checkpoints (--save, --load, --pretrained-checkpoint) are not written or read with "
-                             "--pipeline-model-parallel-size > 1 yet; train without them or with PP = 1")
         if self.training.seq_length > self.model.max_position_embeddings:
             raise ValueError(
                 f"--seq-length {self.training.seq_length} exceeds the model's max_position_embeddings "
