@@ -10,6 +10,10 @@ Layout (docs/architecture.md)::
     SAVE/iter_0000010/state_tp00_dp00.json       per rank: iteration, consumed samples, scheduler,
                                                  RNG states, skipped-step counters
 
+With pipeline parallelism every file name carries the stage, ``_ppYYY`` after ``tpXX``; each stage
+writes its parameters (and their optimizer states) under the one-process names, so the stages' files
+are disjoint parts of the PP = 1 ones (``model_io``). A run at another PP size reads them merged.
+
 Crash safety: every rank writes into ``iter_XXXXXXX.tmp``; after a barrier rank 0 renames it to
 ``iter_XXXXXXX`` and only then replaces the tracker, so a kill at any moment leaves the tracker pointing
 at a complete checkpoint. Multi-node runs need ``SAVE`` on a filesystem every node sees (as Megatron).
@@ -34,6 +38,7 @@ from megapmc.checkpoint.model_io import (
     CONFIG_NAME,
     load_config,
     load_model_shard,
+    pipeline_parallel_size,
     save_config,
     save_model_shard,
     tensor_parallel_size,
@@ -62,12 +67,21 @@ def iteration_dir_name(iteration: int) -> str:
     return f"iter_{iteration:07d}"
 
 
-def optimizer_shard_name(tp_rank: int, dp_rank: int) -> str:
-    return f"optim_tp{tp_rank:02d}_dp{dp_rank:02d}.safetensors"
+def _stage(pp_rank: int | None) -> str:
+    return "" if pp_rank is None else f"_pp{pp_rank:03d}"
 
 
-def state_name(tp_rank: int, dp_rank: int) -> str:
-    return f"state_tp{tp_rank:02d}_dp{dp_rank:02d}.json"
+def optimizer_shard_name(tp_rank: int, dp_rank: int, pp_rank: int | None = None) -> str:
+    return f"optim_tp{tp_rank:02d}{_stage(pp_rank)}_dp{dp_rank:02d}.safetensors"
+
+
+def state_name(tp_rank: int, dp_rank: int, pp_rank: int | None = None) -> str:
+    return f"state_tp{tp_rank:02d}{_stage(pp_rank)}_dp{dp_rank:02d}.json"
+
+
+def _pp_rank(parallel: ParallelState) -> int | None:
+    """The stage in this rank's file names: ``None`` without pipelining (the PP = 1 names)."""
+    return parallel.pp_rank if parallel.pp_size > 1 else None
 
 
 # ---------------------------------------------------------------------------------------------- RNG
@@ -192,20 +206,21 @@ def save_checkpoint(
         tmp.mkdir()
     _barrier()
 
-    tp, dp = parallel.tp_rank, parallel.dp_rank
+    tp, dp, pp = parallel.tp_rank, parallel.dp_rank, _pp_rank(parallel)
     written = []
     if dp == 0:
-        written.append(save_model_shard(tmp, tp, model_state))
+        written.append(save_model_shard(tmp, tp, model_state, pp))
     if optimizer_is_sharded or dp == 0:
-        path = tmp / optimizer_shard_name(tp, dp)
+        path = tmp / optimizer_shard_name(tp, dp, pp)
         save_file({k: v.detach().contiguous().cpu() for k, v in optimizer_state.items()}, str(path))
         written.append(path)
     state = {
         **run_state,
         "rng": get_rng_state(),
         "tp_rank": tp, "dp_rank": dp, "tp_size": parallel.tp_size, "dp_size": parallel.dp_size,
+        **({"pp_rank": pp, "pp_size": parallel.pp_size} if pp is not None else {}),
     }
-    state_path = tmp / state_name(tp, dp)
+    state_path = tmp / state_name(tp, dp, pp)
     state_path.write_text(json.dumps(state))
     written.append(state_path)
     for path in written:  # durable before the rename publishes them
@@ -216,7 +231,9 @@ def save_checkpoint(
         config = {**config, "parallel": {**config.get("parallel", {}),
                                          "tensor_model_parallel_size": parallel.tp_size,
                                          "data_parallel_size": parallel.dp_size,
-                                         "optimizer_is_sharded": optimizer_is_sharded}}
+                                         "optimizer_is_sharded": optimizer_is_sharded,
+                                         **({"pipeline_model_parallel_size": parallel.pp_size}
+                                            if parallel.pp_size > 1 else {})}}
         save_config(tmp, config)
         _fsync_file(tmp / CONFIG_NAME)
         _fsync_dir(tmp)
@@ -329,21 +346,27 @@ def load_checkpoint(
     ckpt_dir = Path(ckpt_dir)
     saved = load_config(ckpt_dir)
     check_compatible(saved, model_config, parallel.tp_size, ckpt_dir)
-    model_state = load_model_shard(ckpt_dir, parallel.tp_rank)
+    model_state = load_model_shard(ckpt_dir, parallel.tp_rank)  # every stage's tensors of this TP rank
+    if parallel.pp_size > 1 or pipeline_parallel_size(saved) > 1:  # this rank's stage takes its own
+        model_state = {k: v for k, v in model_state.items() if k in expected_model_state}
     _check_tensor_shapes(model_state, expected_model_state, ckpt_dir / f"model_tp{parallel.tp_rank:02d}")
 
     optimizer_state = run_state = None
     if load_run_state:
-        run_state = _read_run_state(ckpt_dir, parallel)
+        run_state = _read_run_state(ckpt_dir, parallel, saved)
     if load_optimizer:
         optimizer_state = read_optimizer_state(ckpt_dir, parallel, saved, optimizer_layout)
     return LoadedCheckpoint(ckpt_dir, saved, model_state, optimizer_state, run_state)
 
 
-def _read_run_state(ckpt_dir: Path, parallel: ParallelState) -> dict:
-    path = ckpt_dir / state_name(parallel.tp_rank, parallel.dp_rank)
+def _read_run_state(ckpt_dir: Path, parallel: ParallelState, saved: dict) -> dict:
+    pp = pipeline_parallel_size(saved)
+    # The same stage when the PP size is unchanged; else stage 0's (the counters and scheduler are the same
+    # on every stage, and the RNG draws nothing per stage).
+    stage = None if pp == 1 else parallel.pp_rank if pp == parallel.pp_size else 0
+    path = ckpt_dir / state_name(parallel.tp_rank, parallel.dp_rank, stage)
     if not path.is_file():
-        fallback = ckpt_dir / state_name(parallel.tp_rank, 0)
+        fallback = ckpt_dir / state_name(parallel.tp_rank, 0, stage)
         if not fallback.is_file():
             raise CheckpointError(
                 f"{path} is missing: {ckpt_dir} holds no training state (a converted checkpoint?); "
@@ -378,15 +401,22 @@ def read_optimizer_state(
     from megapmc.optim.optimizer import merge_sharded_state_dicts
 
     ckpt_dir = Path(ckpt_dir)
-    saved_dp = saved_data_parallel_size(saved)
-    sources = [ckpt_dir / optimizer_shard_name(parallel.tp_rank, r) for r in range(saved_dp)]
+    saved_dp, saved_pp = saved_data_parallel_size(saved), pipeline_parallel_size(saved)
+    if saved_pp == parallel.pp_size:
+        stages = [None if saved_pp == 1 else parallel.pp_rank]
+    else:  # another pipeline split: read every stage's shards, keep this stage's parameters (below)
+        stages = [None] if saved_pp == 1 else list(range(saved_pp))
+    sources = [ckpt_dir / optimizer_shard_name(parallel.tp_rank, r, stage) for stage in stages
+               for r in range(saved_dp)]
     missing = [p for p in sources if not p.is_file()]
     if missing:
         raise CheckpointError(
             f"{missing[0]} is missing; {ckpt_dir} holds no optimizer states for this rank. Pass --no-load-optim "
             f"to start the optimizer afresh, or --pretrained-checkpoint/--finetune to load weights only"
         )
-    own = sources[parallel.dp_rank] if saved_dp == parallel.dp_size else sources[0] if saved_dp == 1 else None
+    own = None
+    if len(stages) == 1:
+        own = sources[parallel.dp_rank] if saved_dp == parallel.dp_size else sources[0] if saved_dp == 1 else None
     if own is not None and _covers_exactly(own, layout):
         return load_file(str(own))
     pieces = []

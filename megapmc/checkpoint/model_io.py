@@ -1,5 +1,10 @@
 """Model shards of a megapmc checkpoint: ``model_tpXX.safetensors`` per TP rank and ``config.json``.
 
+With pipeline parallelism each (TP, PP) rank writes ``model_tpXX_ppYYY.safetensors``, its stage's
+tensors under the one-process names (``layers.{global number}``), so the stages' files of a TP rank
+are disjoint parts of that rank's ``model_tpXX``: ``load_model_shard`` merges them, and conversion,
+evaluation and a run at another PP size read a pipelined checkpoint like any other.
+
 Only safetensors and JSON are read, so loading a checkpoint never unpickles code.
 """
 from __future__ import annotations
@@ -14,12 +19,15 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 
 
-def model_shard_name(tp_rank: int) -> str:
-    return f"model_tp{tp_rank:02d}.safetensors"
+def model_shard_name(tp_rank: int, pp_rank: int | None = None) -> str:
+    """``model_tpXX`` (no pipelining) or ``model_tpXX_ppYYY`` (pipeline stage ``pp_rank``)."""
+    stage = "" if pp_rank is None else f"_pp{pp_rank:03d}"
+    return f"model_tp{tp_rank:02d}{stage}.safetensors"
 
 
-def save_model_shard(ckpt_dir: str | Path, tp_rank: int, state_dict: dict[str, torch.Tensor]) -> Path:
-    path = Path(ckpt_dir) / model_shard_name(tp_rank)
+def save_model_shard(ckpt_dir: str | Path, tp_rank: int, state_dict: dict[str, torch.Tensor],
+                     pp_rank: int | None = None) -> Path:
+    path = Path(ckpt_dir) / model_shard_name(tp_rank, pp_rank)
     save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(path))
     return path
 
@@ -47,11 +55,21 @@ def tensor_parallel_size(config: dict) -> int:
     return int(config.get("parallel", {}).get("tensor_model_parallel_size", 1))
 
 
+def pipeline_parallel_size(config: dict) -> int:
+    return int(config.get("parallel", {}).get("pipeline_model_parallel_size", 1))
+
+
 def load_model_shard(ckpt_dir: str | Path, tp_rank: int) -> dict[str, torch.Tensor]:
-    path = Path(ckpt_dir) / model_shard_name(tp_rank)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model shard for TP rank {tp_rank} is missing")
-    return load_file(str(path))
+    """TP rank ``tp_rank``'s tensors, merged over the pipeline stages' files when the checkpoint has them."""
+    ckpt_dir = Path(ckpt_dir)
+    pp = pipeline_parallel_size(load_config(ckpt_dir))
+    paths = [ckpt_dir / model_shard_name(tp_rank, None if pp == 1 else r) for r in range(pp)]
+    shard: dict[str, torch.Tensor] = {}
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model shard for TP rank {tp_rank} is missing")
+        shard.update(load_file(str(path)))
+    return shard
 
 
 def save_model_shards(ckpt_dir: str | Path, shards: list[dict[str, torch.Tensor]], config: dict) -> None:

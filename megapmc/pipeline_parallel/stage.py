@@ -20,20 +20,32 @@ from megapmc.pipeline_parallel.config import PipelineConfig
 
 
 class PipelineModel(nn.Module):
-    """The model chunks of one pipeline rank, in virtual-stage order."""
+    """The model chunks of one pipeline rank, as one module under the one-process model's names.
+
+    Its submodules are the chunks' pieces registered by global name (``embed_tokens``, ``layers.{global
+    number}``, ``norm``, ``lm_head``: whichever this rank holds), so ``named_parameters``, ``state_dict``
+    and ``load_state_dict`` speak the names of ``LlamaModel`` at PP = 1, and the optimizer and checkpoints
+    name a parameter the same way at every pipeline layout. ``chunks`` (virtual-stage order) is what the
+    schedules run; it is a plain list so nothing is registered twice.
+    """
 
     def __init__(self, chunks: list[LlamaModel]):
         super().__init__()
-        self.chunks = nn.ModuleList(chunks)
-
-    def global_state_dict(self) -> dict[str, torch.Tensor]:
-        """This rank's weights under the one-process model's names (``layers.{global number}``)."""
-        return {chunk.global_name(name): t for chunk in self.chunks for name, t in chunk.state_dict().items()}
+        self.chunks = list(chunks)
+        layers = nn.ModuleDict()
+        for chunk in chunks:
+            if chunk.pre_process:
+                self.embed_tokens = chunk.embed_tokens
+            for number, layer in zip(chunk.layer_numbers, chunk.layers):
+                layers[str(number)] = layer
+            if chunk.post_process:
+                self.norm, self.lm_head = chunk.norm, chunk.lm_head
+        self.layers = layers
 
 
 def model_chunks(model: nn.Module) -> list[LlamaModel]:
     """The chunks a schedule runs: a ``PipelineModel``'s, or the whole model as one chunk."""
-    return list(model.chunks) if isinstance(model, PipelineModel) else [model]
+    return model.chunks if isinstance(model, PipelineModel) else [model]
 
 
 def build_pipeline_model(config, parallel: ParallelState, options, pipeline: PipelineConfig, device="cpu",

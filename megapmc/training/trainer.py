@@ -135,10 +135,6 @@ class Trainer:
 
         self.config, self.data, self.parallel = config, data, parallel
         tcfg = config.training
-        ccfg = config.checkpoint
-        if parallel.pp_size > 1 and (ccfg.save or ccfg.load or ccfg.pretrained_checkpoint):
-            raise ValueError("checkpoints (--save, --load, --pretrained-checkpoint) are not written or read with "
-                             "--pipeline-model-parallel-size > 1 yet; train without them or with PP = 1")
         self.num_micro_batches = tcfg.num_micro_batches(parallel.dp_size)
         self.train_iters = tcfg.train_iters or data.train_iters
         if self.train_iters is None:
