@@ -11,14 +11,15 @@
 # even TP=8 x DP=4 needs 85 GiB (70B/8 bf16 weights + fp32 main grads + Adam over DP 4); TP=8 x PP=4
 # x DP=1 needs 49 GiB (more stages, no optimizer sharding). Override with TP=..., PP=..., MBS=....
 #
-# NOT YET RUNNABLE END TO END: checkpoints with --pipeline-model-parallel-size > 1 (saving, resuming,
-# loading the converted LLaMA-2-70B) are not implemented yet, so a real launch stops at startup with
-# that message; the dry run (layout, data plan, memory) works.
+# Checkpoints: one file per (TP, PP) rank (model_tpXX_ppYYY, optim_tpXX_ppYYY_dpZZ), under the
+# one-process names, so conversion and evaluation read them like any other; LLAMA_CKPT is converted at
+# TP=8 only (tools/convert_checkpoint.py has no PP flag: each stage reads its own layers from it).
 #
 # Environment (the run stops with a message naming what is missing):
 #   BOOKS_PREFIX, PAPERS_PREFIX, GENERAL_PREFIX  indexed datasets (tools/preprocess_data.py output, no .bin/.idx)
 #   TOKENIZER_MODEL   LLaMA-2's tokenizer.model
-#   LLAMA_CKPT        LLaMA-2-70B converted to megapmc (tools/convert_checkpoint.py --loader hf --saver megapmc)
+#   LLAMA_CKPT        LLaMA-2-70B converted to megapmc (tools/convert_checkpoint.py --loader hf --saver megapmc
+#                     --target-tensor-parallel-size $TP)
 #   CHECKPOINT_DIR    run directory: checkpoints, metrics.jsonl; a restart resumes from it (shared filesystem)
 #   optional: TENSORBOARD_DIR (default $CHECKPOINT_DIR/tensorboard), DATA_CACHE_PATH, GPUS_PER_NODE (8),
 #             NNODES (1), NODE_RANK (0), MASTER_ADDR (localhost), MASTER_PORT (6000), DRY_RUN=1

@@ -346,9 +346,9 @@ def load_checkpoint(
     ckpt_dir = Path(ckpt_dir)
     saved = load_config(ckpt_dir)
     check_compatible(saved, model_config, parallel.tp_size, ckpt_dir)
-    model_state = load_model_shard(ckpt_dir, parallel.tp_rank)  # every stage's tensors of this TP rank
-    if parallel.pp_size > 1 or pipeline_parallel_size(saved) > 1:  # this rank's stage takes its own
-        model_state = {k: v for k, v in model_state.items() if k in expected_model_state}
+    # With pipelining (now or when saved) this rank reads its stage's tensors, whichever files hold them.
+    piped = parallel.pp_size > 1 or pipeline_parallel_size(saved) > 1
+    model_state = load_model_shard(ckpt_dir, parallel.tp_rank, set(expected_model_state) if piped else None)
     _check_tensor_shapes(model_state, expected_model_state, ckpt_dir / f"model_tp{parallel.tp_rank:02d}")
 
     optimizer_state = run_state = None

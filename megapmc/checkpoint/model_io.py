@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
@@ -59,8 +60,9 @@ def pipeline_parallel_size(config: dict) -> int:
     return int(config.get("parallel", {}).get("pipeline_model_parallel_size", 1))
 
 
-def load_model_shard(ckpt_dir: str | Path, tp_rank: int) -> dict[str, torch.Tensor]:
-    """TP rank ``tp_rank``'s tensors, merged over the pipeline stages' files when the checkpoint has them."""
+def load_model_shard(ckpt_dir: str | Path, tp_rank: int, names=None) -> dict[str, torch.Tensor]:
+    """TP rank ``tp_rank``'s tensors, merged over the pipeline stages' files when the checkpoint has them;
+    only ``names`` when given (a pipeline stage reads its own layers, not the whole TP shard)."""
     ckpt_dir = Path(ckpt_dir)
     pp = pipeline_parallel_size(load_config(ckpt_dir))
     paths = [ckpt_dir / model_shard_name(tp_rank, None if pp == 1 else r) for r in range(pp)]
@@ -68,7 +70,11 @@ def load_model_shard(ckpt_dir: str | Path, tp_rank: int) -> dict[str, torch.Tens
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: model shard for TP rank {tp_rank} is missing")
-        shard.update(load_file(str(path)))
+        if names is None:
+            shard.update(load_file(str(path)))
+            continue
+        with safe_open(str(path), framework="pt") as f:
+            shard.update({k: f.get_tensor(k) for k in f.keys() if k in names})
     return shard
 
 
