@@ -97,25 +97,30 @@ def dry_run(config: RunConfig, world_size: int) -> str:
     """The resolved configuration, the data plan and the memory estimate, as printed by ``--dry-run``."""
     from megapmc.model.memory import estimate_memory, layouts_for
 
-    tp = config.tensor_model_parallel_size
-    if world_size % tp:
-        raise ValueError(f"--world-size {world_size} is not a multiple of --tensor-model-parallel-size {tp}")
-    dp = world_size // tp
+    tp, pp = config.tensor_model_parallel_size, config.pipeline.pipeline_model_parallel_size
+    if world_size % (tp * pp):
+        raise ValueError(f"--world-size {world_size} is not a multiple of --tensor-model-parallel-size {tp}"
+                         + (f" x --pipeline-model-parallel-size {pp}" if pp > 1 else ""))
+    dp = world_size // (tp * pp)
     micro_batches = config.training.num_micro_batches(dp)
     plan = data_plan(config)
+    tcfg = config.training
+    estimate = estimate_memory(config.model, tp, dp, tcfg.micro_batch_size, tcfg.seq_length, config.model_options,
+                               config.optimizer, config.pipeline, micro_batches)
+    layouts = layouts_for(config.model, world_size, tcfg.micro_batch_size, tcfg.seq_length, config.model_options,
+                          config.optimizer, pipeline_sizes=(1,) if pp == 1 else (1, 2, 4, 8),
+                          global_batch_size=tcfg.global_batch_size)
     return "\n".join([
         "# resolved configuration", json.dumps(config.to_dict(), indent=2, sort_keys=True),
-        f"\n# layout: {world_size} processes = TP {tp} x DP {dp}; {micro_batches} micro-batches of "
-        f"{config.training.micro_batch_size} per rank per iteration",
+        f"\n# layout: {world_size} processes = TP {tp} x DP {dp}" + (f" x PP {pp}" if pp > 1 else "")
+        + f"; {micro_batches} micro-batches of {tcfg.micro_batch_size} per rank per iteration",
         "\n# data plan", plan if isinstance(plan, str) else plan.table(),
-        "\n# memory estimate per GPU",
-        str(estimate_memory(config.model, tp, dp, config.training.micro_batch_size, config.training.seq_length,
-                            config.model_options, config.optimizer)),
+        "\n# memory estimate per GPU" + (" (the fullest pipeline stage)" if pp > 1 else ""),
+        str(estimate),
         f"\n# other layouts of {world_size} GPUs (80 GiB, 10% reserve)",
-        *(f"TP {e.tensor_model_parallel_size} x DP {e.data_parallel_size}: {e.total / 2**30:.1f} GiB"
-          f"{'' if e.fits(80.0) else '  (does not fit)'}"
-          for e in layouts_for(config.model, world_size, config.training.micro_batch_size,
-                               config.training.seq_length, config.model_options, config.optimizer)),
+        *(f"TP {e.tensor_model_parallel_size} x DP {e.data_parallel_size}"
+          + (f" x PP {e.pipeline_model_parallel_size}" if e.pipeline_model_parallel_size > 1 else "")
+          + f": {e.total / 2**30:.1f} GiB{'' if e.fits(80.0) else '  (does not fit)'}" for e in layouts),
     ])
 
 

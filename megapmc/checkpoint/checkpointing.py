@@ -12,6 +12,10 @@ Layout (docs/architecture.md)::
     SAVE/iter_0000010/manifest.json              iteration, run id, size and xxh3_64 of every file above
                                                  (integrity.py), written last
 
+With pipeline parallelism every file name carries the stage, ``_ppYYY`` after ``tpXX``; each stage
+writes its parameters (and their optimizer states) under the one-process names, so the stages' files
+are disjoint parts of the PP = 1 ones (``model_io``). A run at another PP size reads them merged.
+
 Crash safety: every rank writes into ``iter_XXXXXXX.tmp``; once every rank's files are complete (their
 checksums gathered to rank 0) rank 0 writes the manifest, renames the directory to
 ``iter_XXXXXXX`` and only then replaces the tracker, so a kill at any moment leaves the tracker pointing
@@ -45,7 +49,9 @@ from megapmc.checkpoint.integrity import (
 from megapmc.checkpoint.model_io import (
     CONFIG_NAME,
     FORMAT_VERSION,
+    load_model_shard,
     model_shard_name,
+    pipeline_parallel_size,
     save_config,
     save_model_shard,
     tensor_parallel_size,
@@ -77,12 +83,21 @@ def iteration_dir_name(iteration: int) -> str:
     return f"iter_{iteration:07d}"
 
 
-def optimizer_shard_name(tp_rank: int, dp_rank: int) -> str:
-    return f"optim_tp{tp_rank:02d}_dp{dp_rank:02d}.safetensors"
+def _stage(pp_rank: int | None) -> str:
+    return "" if pp_rank is None else f"_pp{pp_rank:03d}"
 
 
-def state_name(tp_rank: int, dp_rank: int) -> str:
-    return f"state_tp{tp_rank:02d}_dp{dp_rank:02d}.json"
+def optimizer_shard_name(tp_rank: int, dp_rank: int, pp_rank: int | None = None) -> str:
+    return f"optim_tp{tp_rank:02d}{_stage(pp_rank)}_dp{dp_rank:02d}.safetensors"
+
+
+def state_name(tp_rank: int, dp_rank: int, pp_rank: int | None = None) -> str:
+    return f"state_tp{tp_rank:02d}{_stage(pp_rank)}_dp{dp_rank:02d}.json"
+
+
+def _pp_rank(parallel: ParallelState) -> int | None:
+    """The stage in this rank's file names: ``None`` without pipelining (the PP = 1 names)."""
+    return parallel.pp_rank if parallel.pp_size > 1 else None
 
 
 # ---------------------------------------------------------------------------------------------- RNG
@@ -243,21 +258,22 @@ def save_checkpoint(
                                     f"the free space")
     agree(parallel, error)
 
-    tp, dp = parallel.tp_rank, parallel.dp_rank
+    tp, dp, pp = parallel.tp_rank, parallel.dp_rank, _pp_rank(parallel)
     meta = {"iteration": str(iteration), "run_id": run_id}
     error, described = None, {}
     try:
         written = []
         if dp == 0:
-            written.append(save_model_shard(tmp, tp, model_state, metadata=meta))
+            written.append(save_model_shard(tmp, tp, model_state, pp, metadata=meta))
         if optimizer_is_sharded or dp == 0:
-            written.append(_save_tensors(tmp / optimizer_shard_name(tp, dp), optimizer_state, meta))
+            written.append(_save_tensors(tmp / optimizer_shard_name(tp, dp, pp), optimizer_state, meta))
         state = {
             **run_state, "run_id": run_id,
             "rng": get_rng_state(),
             "tp_rank": tp, "dp_rank": dp, "tp_size": parallel.tp_size, "dp_size": parallel.dp_size,
+            **({"pp_rank": pp, "pp_size": parallel.pp_size} if pp is not None else {}),
         }
-        state_path = tmp / state_name(tp, dp)
+        state_path = tmp / state_name(tp, dp, pp)
         write_text_atomic(state_path, json.dumps(state), durable=True)
         written.append(state_path)
         for path in written:  # durable before the rename publishes them
@@ -287,7 +303,8 @@ def _publish(save_dir: Path, tmp: Path, final: Path, iteration: int, run_id: str
     kill at any point leaves the tracker on a complete, verifiable checkpoint)."""
     config = {**config, "run_id": run_id,
               "parallel": {**config.get("parallel", {}), "tensor_model_parallel_size": parallel.tp_size,
-                           "data_parallel_size": parallel.dp_size, "optimizer_is_sharded": optimizer_is_sharded}}
+                           "data_parallel_size": parallel.dp_size, "optimizer_is_sharded": optimizer_is_sharded,
+                           **({"pipeline_model_parallel_size": parallel.pp_size} if parallel.pp_size > 1 else {})}}
     save_config(tmp, config)
     fsync_file(tmp / CONFIG_NAME)
     files[CONFIG_NAME] = describe_file(tmp / CONFIG_NAME)
@@ -413,15 +430,22 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def rank_files(saved: dict, parallel: ParallelState, load_optimizer: bool, load_run_state: bool) -> list[str]:
     """The files of a checkpoint that this rank reads (and so verifies)."""
-    names = [CONFIG_NAME, model_shard_name(parallel.tp_rank)]
+    names = [CONFIG_NAME] + [model_shard_name(parallel.tp_rank, stage) for stage in _saved_stages(saved, parallel)]
     if load_run_state:
         names.append(_run_state_name(saved, parallel))
     if load_optimizer:
-        saved_dp = saved_data_parallel_size(saved)
-        own = parallel.dp_rank if saved_dp == parallel.dp_size else 0 if saved_dp == 1 else None
-        ranks = [own] if own is not None else range(saved_dp)
-        names += [optimizer_shard_name(parallel.tp_rank, r) for r in ranks]
+        sources, own = _optimizer_sources(Path("."), saved, parallel)
+        names += [own.name] if own is not None else [p.name for p in sources]
     return names
+
+
+def _saved_stages(saved: dict, parallel: ParallelState) -> list[int | None]:
+    """The saved stages whose files hold this rank's tensors: its own stage at the same PP size, every
+    stage at another (each is read for this stage's names only), ``[None]`` for an unpipelined save."""
+    saved_pp = pipeline_parallel_size(saved)
+    if saved_pp == 1:
+        return [None]
+    return [parallel.pp_rank] if saved_pp == parallel.pp_size else list(range(saved_pp))
 
 
 def verify_checkpoint(ckpt_dir: Path, saved: dict, parallel: ParallelState, mode: str,
@@ -462,8 +486,17 @@ def load_checkpoint(
     check_compatible(saved, model_config, parallel.tp_size, ckpt_dir)
     verified = verify_checkpoint(ckpt_dir, saved, parallel, verify,
                                  load_optimizer if verify_optimizer is None else verify_optimizer, load_run_state)
-    shard = ckpt_dir / model_shard_name(parallel.tp_rank)
-    model_state = read_safetensors(shard)
+    stages = _saved_stages(saved, parallel)
+    if stages == [None] and parallel.pp_size == 1:
+        shard = ckpt_dir / model_shard_name(parallel.tp_rank)
+        model_state = read_safetensors(shard)
+    else:  # pipelined now or when saved: this rank reads its stage's tensors, whichever files hold them
+        shard = ckpt_dir / f"model_tp{parallel.tp_rank:02d}"
+        try:
+            model_state = load_model_shard(ckpt_dir, parallel.tp_rank, set(expected_model_state))
+        except SafetensorError as e:
+            raise CheckpointDamaged(f"{shard}*.safetensors: unreadable ({e}); resume an intact checkpoint "
+                                    f"(--fallback-to-intact-checkpoint)") from None
     _check_tensor_shapes(model_state, expected_model_state, shard)
 
     optimizer_state = run_state = None
@@ -478,7 +511,11 @@ def _run_state_name(saved: dict, parallel: ParallelState) -> str:
     """This rank's state file; with more DP ranks than when saved, the extra ones share DP rank 0's RNG
     and counters."""
     saved_dp = saved.get("parallel", {}).get("data_parallel_size", 1)
-    return state_name(parallel.tp_rank, parallel.dp_rank if parallel.dp_rank < saved_dp else 0)
+    # The same stage at an unchanged PP size; else stage 0's (counters and scheduler are the same on every
+    # stage, and the RNG draws nothing per stage).
+    saved_pp = pipeline_parallel_size(saved)
+    stage = None if saved_pp == 1 else parallel.pp_rank if saved_pp == parallel.pp_size else 0
+    return state_name(parallel.tp_rank, parallel.dp_rank if parallel.dp_rank < saved_dp else 0, stage)
 
 
 def run_state_path(ckpt_dir: Path, parallel: ParallelState, saved: dict) -> Path:
@@ -529,14 +566,13 @@ def read_optimizer_state(
 
     ckpt_dir = Path(ckpt_dir)
     saved_dp = saved_data_parallel_size(saved)
-    sources = [ckpt_dir / optimizer_shard_name(parallel.tp_rank, r) for r in range(saved_dp)]
+    sources, own = _optimizer_sources(ckpt_dir, saved, parallel)
     missing = [p for p in sources if not p.is_file()]
     if missing:
         raise CheckpointError(
             f"{missing[0]} is missing; {ckpt_dir} holds no optimizer states for this rank. Pass --no-load-optim "
             f"to start the optimizer afresh, or --pretrained-checkpoint/--finetune to load weights only"
         )
-    own = sources[parallel.dp_rank] if saved_dp == parallel.dp_size else sources[0] if saved_dp == 1 else None
     if own is not None and _covers_exactly(own, layout):
         return read_safetensors(own)
     pieces = []
@@ -551,6 +587,21 @@ def read_optimizer_state(
             f"(tensor-parallel rank {parallel.tp_rank}): {e}. Pass --no-load-optim to start the optimizer "
             f"afresh from these weights"
         ) from e
+
+
+def _optimizer_sources(ckpt_dir: Path, saved: dict, parallel: ParallelState) -> tuple[list[Path], Path | None]:
+    """The optimizer shards this rank reads, and the one saved for exactly this rank (same DP size, or an
+    unsharded save, and the same stage) if there is one; otherwise every DP rank's shards of the saved
+    stages holding this rank's parameters are merged (``read_optimizer_state``)."""
+    saved_dp, stages = saved_data_parallel_size(saved), _saved_stages(saved, parallel)
+    if len(stages) == 1:
+        own_dp = parallel.dp_rank if saved_dp == parallel.dp_size else 0 if saved_dp == 1 else None
+        if own_dp is not None:
+            path = ckpt_dir / optimizer_shard_name(parallel.tp_rank, own_dp, stages[0])
+            all_ranks = [ckpt_dir / optimizer_shard_name(parallel.tp_rank, r, stages[0]) for r in range(saved_dp)]
+            return all_ranks, path
+    return [ckpt_dir / optimizer_shard_name(parallel.tp_rank, r, stage) for stage in stages
+            for r in range(saved_dp)], None
 
 
 def _covers_exactly(path: Path, layout: dict[str, tuple[int, int, int]] | None) -> bool:

@@ -55,6 +55,21 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     return path
 
 
+class _StageReaders:
+    """One TP rank's pipeline-stage files read as one shard: their tensors are disjoint (one-process names)."""
+
+    def __init__(self, readers: list[SafetensorsReader]):
+        self.path = readers[0].path.parent
+        self._reader = {name: r for r in readers for name in r.entries}
+        self.entries = {name: r.entries[name] for name, r in self._reader.items()}
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._reader[name].shape(name)
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._reader[name].get(name)
+
+
 class MegapmcLoader:
     """Reads a megapmc checkpoint unit by unit, merging its TP shards into full Hugging Face-layout tensors."""
 
@@ -66,15 +81,21 @@ class MegapmcLoader:
         except (KeyError, ValueError, TypeError) as e:
             raise ConversionError(f"{self.path / model_io.CONFIG_NAME}: not a usable megapmc config ({e})") from None
         self.tp = model_io.tensor_parallel_size(self.raw_config)
+        pp = model_io.pipeline_parallel_size(self.raw_config)
+        stages = [None] if pp == 1 else list(range(pp))  # a pipelined run: each TP rank's stage files
         self.readers = []
         for rank in range(self.tp):
-            shard = self.path / model_io.model_shard_name(rank)
-            if not shard.is_file():
-                raise ConversionError(
-                    f"{shard}: missing; config.json says tensor_model_parallel_size={self.tp}, so "
-                    f"{', '.join(model_io.model_shard_name(r) for r in range(self.tp))} must all be present"
-                )
-            self.readers.append(SafetensorsReader(shard))
+            files = []
+            for stage in stages:
+                shard = self.path / model_io.model_shard_name(rank, stage)
+                if not shard.is_file():
+                    raise ConversionError(
+                        f"{shard}: missing; config.json says tensor_model_parallel_size={self.tp}"
+                        + (f" and pipeline_model_parallel_size={pp}" if pp > 1 else "") + ", so "
+                        + ", ".join(model_io.model_shard_name(r, p) for r in range(self.tp) for p in stages)
+                        + " must all be present")
+                files.append(SafetensorsReader(shard))
+            self.readers.append(files[0] if pp == 1 else _StageReaders(files))
         expected = megapmc_shapes(self.config, self.tp)
         for reader in self.readers:
             for name, shape in expected.items():

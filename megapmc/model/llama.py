@@ -172,11 +172,18 @@ class LlamaModel(nn.Module):
     With an ``inference_cache`` (``megapmc.model.inference``) the same forward runs only the new tokens,
     attending over the cached ones too (incremental decoding): ``position_ids`` then default to
     ``cache.length + 0..s-1`` and ``padding_mask [b, s]`` (True for real tokens) marks left padding.
+
+    ``layers`` (global decoder-layer numbers), ``pre_process`` (the embedding) and ``post_process``
+    (final norm and ``lm_head``) select the part of the model this module holds: one pipeline stage
+    (``megapmc.pipeline_parallel``). By default it holds everything. A stage without the embedding takes
+    the previous stage's output as ``hidden_states [s(/tp), b, h]``; one without the head returns its
+    output in that layout.
     """
 
     def __init__(self, config: LlamaConfig, parallel: ParallelState | None = None,
                  options: TransformerOptions | None = None, kernels: Kernels | None = None,
-                 device=None, dtype=None):
+                 device=None, dtype=None, layers: range | None = None, pre_process: bool = True,
+                 post_process: bool = True):
         super().__init__()
         parallel = parallel or ParallelState.single()
         options = options or TransformerOptions()
@@ -189,23 +196,28 @@ class LlamaModel(nn.Module):
         self.config, self.parallel, self.options, self.kernels = config, parallel, options, kernels
         self.sequence_parallel = options.sequence_parallel and parallel.tp_size > 1
         padded_vocab = config.padded_vocab_size(parallel.tp_size)
+        self.layer_numbers = range(config.num_layers) if layers is None else layers
+        self.pre_process, self.post_process = pre_process, post_process
 
-        self.embed_tokens = VocabParallelEmbedding(
-            padded_vocab, config.hidden_size, parallel, init_std=config.init_method_std,
-            sequence_parallel=self.sequence_parallel, device=device, dtype=dtype)
+        if pre_process:
+            self.embed_tokens = VocabParallelEmbedding(
+                padded_vocab, config.hidden_size, parallel, init_std=config.init_method_std,
+                sequence_parallel=self.sequence_parallel, device=device, dtype=dtype)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, parallel, options, kernels, device, dtype) for _ in range(config.num_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, kernels.rms_norm,
-                            parallel.tp_group if self.sequence_parallel else None, device, dtype)
-        self.lm_head = ColumnParallelLinear(
-            config.hidden_size, padded_vocab, parallel, init_std=config.init_method_std,
-            sequence_parallel=self.sequence_parallel, device=device, dtype=dtype)
+            LlamaDecoderLayer(config, parallel, options, kernels, device, dtype) for _ in self.layer_numbers)
+        if post_process:
+            self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, kernels.rms_norm,
+                                parallel.tp_group if self.sequence_parallel else None, device, dtype)
+            self.lm_head = ColumnParallelLinear(
+                config.hidden_size, padded_vocab, parallel, init_std=config.init_method_std,
+                sequence_parallel=self.sequence_parallel, device=device, dtype=dtype)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings)
 
-        self.vocab_start = self.lm_head.local_sizes[0] * parallel.tp_rank
+        local_vocab = padded_vocab // parallel.tp_size
+        self.vocab_start = local_vocab * parallel.tp_rank
         # Columns of this rank's logits that are real tokens; the rest is Megatron's padding.
-        self.num_valid_local = max(0, min(self.lm_head.local_sizes[0], config.vocab_size - self.vocab_start))
-        self._chunks = layer_chunks(config.num_layers, options.recompute_config)
+        self.num_valid_local = max(0, min(local_vocab, config.vocab_size - self.vocab_start))
+        self._chunks = layer_chunks(len(self.layer_numbers), options.recompute_config)
         # The whole vocabulary is on this rank at TP = 1 (the chosen kernel); otherwise it is split.
         if parallel.tp_size == 1:
             self.loss_fn = kernels.cross_entropy
@@ -218,12 +230,21 @@ class LlamaModel(nn.Module):
     @torch.no_grad()
     def init_weights(self, seed: int = 1234) -> None:
         """Materialise every weight from ``seed``: the full (unsharded) weights are identical at every
-        TP size, each rank keeping its slice."""
+        TP size, each rank keeping its slice (and at every pipeline split: seeds follow global names)."""
         for name, module in self.named_modules():
             if isinstance(module, (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding)):
-                module.init_weights(derive_seed(seed, name))
+                module.init_weights(derive_seed(seed, self.global_name(name)))
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
+
+    def global_name(self, name: str) -> str:
+        """``name`` with its local layer index replaced by the global layer number (``layers.0`` of a
+        stage holding layers 8-15 is ``layers.8``); unchanged when the module holds every layer."""
+        head, dot, rest = name.partition(".")
+        if head != "layers" or not rest:
+            return name
+        index, dot, tail = rest.partition(".")
+        return f"layers.{self.layer_numbers[int(index)]}{dot}{tail}"
 
     # ---- forward -------------------------------------------------------------------------------
 
@@ -254,9 +275,12 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                 segment_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                inference_cache: InferenceCache | None = None,
-                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+                inference_cache: InferenceCache | None = None, padding_mask: torch.Tensor | None = None,
+                hidden_states: torch.Tensor | None = None) -> torch.Tensor:
         b, s = input_ids.shape
+        if self.pre_process == (hidden_states is not None):
+            raise ValueError("a model holding the embedding takes input_ids alone; a later pipeline stage "
+                             "takes the previous stage's hidden_states too")
         cache = inference_cache
         if cache is None:
             if padding_mask is not None:
@@ -270,13 +294,16 @@ class LlamaModel(nn.Module):
             if position_ids is None:
                 position_ids = torch.arange(cache.length, cache.length + s, device=input_ids.device).expand(b, s)
             mask = cache.prepare(padding_mask, s)  # [b, 1, s, L + s]
-        x = self.embed_tokens(input_ids.t())  # [b, s] -> [s, b] -> [s, b, h] (or [s/tp, b, h] with SP)
+        # [b, s] -> [s, b] -> [s, b, h] (or [s/tp, b, h] with SP); a later pipeline stage starts from its input.
+        x = self.embed_tokens(input_ids.t()) if self.pre_process else hidden_states
         cos, sin = self.rotary(position_ids, s, x.device, x.dtype)  # [s, b|1, 1, d]
         for start, end, recompute in self._chunks:
             run = self._run_layers(start, end, cache)
             x = checkpoint(run, x, cos, sin, mask) if recompute else run(x, cos, sin, mask)
         if cache is not None:
             cache.advance(s)
+        if not self.post_process:
+            return x  # [s(/tp), b, h]: the next pipeline stage's input
         logits = self._mask_padded_vocab(self.lm_head(self.norm(x)))  # [s, b, V/tp]
         if labels is None:
             return logits.transpose(0, 1).contiguous()  # [b, s, V/tp]
@@ -292,16 +319,17 @@ class LlamaModel(nn.Module):
 
 def build_model(config: LlamaConfig, parallel: ParallelState | None = None,
                 options: TransformerOptions | None = None, device="cpu", dtype=torch.float32,
-                seed: int | None = 1234) -> LlamaModel:
+                seed: int | None = 1234, **stage) -> LlamaModel:
     """Build on the meta device (no memory touched), then materialise on ``device`` in ``dtype``.
 
     ``seed=None`` leaves the weights uninitialised (they are about to be loaded from a checkpoint);
-    ``device="meta"`` returns the meta model (parameter counting, memory estimates).
+    ``device="meta"`` returns the meta model (parameter counting, memory estimates). ``stage``: the
+    ``layers``/``pre_process``/``post_process`` of one pipeline stage (``LlamaModel``).
     """
     options = options or TransformerOptions()
     kernel_device = "cpu" if str(device) == "meta" else device
     kernels = select_kernels(options.kernel_config, kernel_device)
-    model = LlamaModel(config, parallel, options, kernels, device="meta", dtype=dtype)
+    model = LlamaModel(config, parallel, options, kernels, device="meta", dtype=dtype, **stage)
     if str(device) == "meta":
         return model
     model.to_empty(device=device)

@@ -14,7 +14,7 @@ are not decayed.
 
 Gradient norm: the global L2 norm over the whole model. Each rank sums the squares of the gradient
 elements it owns, counting a parameter replicated across the TP group (the norm weights; see
-``tensor_parallel_params``) on TP rank 0 only, then the sum is all-reduced over TP (and over DP when
+``tensor_parallel_params``) on TP rank 0 only, then the sum is all-reduced over TP and PP (and over DP when
 the gradients are sharded).
 """
 from __future__ import annotations
@@ -116,7 +116,10 @@ class MixedPrecisionOptimizer:
 
     def _norm_groups(self) -> list:
         """Process groups over which the per-rank sums of squared gradients are added."""
-        return [self.parallel.tp_group] if self.parallel.tp_size > 1 else []
+        groups = [self.parallel.tp_group] if self.parallel.tp_size > 1 else []
+        if self.parallel.pp_size > 1:  # pipeline stages hold disjoint parameters: their sums add
+            groups.append(self.parallel.pp_group)
+        return groups
 
     def _sync_params(self) -> None:
         """Make the updated parameters visible on every DP rank (nothing to do: all ranks updated all)."""

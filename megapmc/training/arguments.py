@@ -69,6 +69,14 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     g = parser.add_argument_group("parallelism")
     g.add_argument("--tensor-model-parallel-size", type=int, default=1)
     g.add_argument("--sequence-parallel", action="store_true")
+    g.add_argument("--pipeline-model-parallel-size", type=int, default=1,
+                   help="pipeline stages; DP = world / (TP x PP)")
+    g.add_argument("--num-layers-per-virtual-pipeline-stage", type=int,
+                   help="layers per model chunk: the interleaved 1F1B schedule with L / (PP x N) chunks per stage")
+    g.add_argument("--decoder-first-pipeline-num-layers", type=int,
+                   help="decoder layers of the first stage (which also holds the embedding); default: an even split")
+    g.add_argument("--decoder-last-pipeline-num-layers", type=int,
+                   help="decoder layers of the last stage (which also holds the output layer and the loss)")
     g.add_argument("--use-distributed-optimizer", action="store_true",
                    help="shard fp32 master weights and Adam states across data-parallel ranks (ZeRO-1)")
     g.add_argument("--overlap-grad-reduce", action=argparse.BooleanOptionalAction, default=True)
@@ -203,16 +211,18 @@ def _check_world(args: argparse.Namespace, training: TrainingConfig) -> None:
     world = os.environ.get("WORLD_SIZE")
     if world is None:
         return
-    world, tp = int(world), args.tensor_model_parallel_size
-    if world % tp:
-        raise ValueError(f"--tensor-model-parallel-size {tp} does not divide the {world} launched processes; "
-                         f"launch a multiple of {tp} processes or change the TP size")
-    training.num_micro_batches(world // tp)
+    world, tp, pp = int(world), args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    if world % (tp * pp):
+        sizes = f"--tensor-model-parallel-size {tp}" + (f" x --pipeline-model-parallel-size {pp}" if pp > 1 else "")
+        raise ValueError(f"{sizes} does not divide the {world} launched processes; launch a multiple of "
+                         f"{tp * pp} processes or change the model-parallel sizes")
+    training.num_micro_batches(world // (tp * pp))
 
 
 def build_run_config(args: argparse.Namespace, data_config) -> RunConfig:
     """Validated RunConfig from parsed flags; raises ValueError with a message naming the flag to change."""
     from megapmc.optim.config import OptimizerConfig
+    from megapmc.pipeline_parallel.config import PipelineConfig
 
     if args.lr is None:
         raise ValueError("--lr is required (the paper's stage 1 uses 2e-5)")
@@ -258,4 +268,9 @@ def build_run_config(args: argparse.Namespace, data_config) -> RunConfig:
         model=_model_config(args), model_options=_model_options(args), optimizer=optimizer, data=data_config,
         lr_schedule=schedule, training=training, checkpoint=checkpoint, logging=logging,
         tensor_model_parallel_size=args.tensor_model_parallel_size, tokenizer_model=args.tokenizer_model,
+        pipeline=PipelineConfig(
+            pipeline_model_parallel_size=args.pipeline_model_parallel_size,
+            num_layers_per_virtual_pipeline_stage=args.num_layers_per_virtual_pipeline_stage,
+            decoder_first_pipeline_num_layers=args.decoder_first_pipeline_num_layers,
+            decoder_last_pipeline_num_layers=args.decoder_last_pipeline_num_layers),
     )

@@ -17,6 +17,7 @@ from megapmc.model.llama import TransformerOptions
 from megapmc.optim.config import OptimizerConfig
 from megapmc.optim.lr_schedule import LRScheduleConfig
 from megapmc.sft.dataset import SFTDataConfig
+from megapmc.pipeline_parallel.config import PipelineConfig
 
 
 @dataclass
@@ -135,11 +136,13 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     tensor_model_parallel_size: int = 1
     tokenizer_model: str | None = None
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self):
         if self.tensor_model_parallel_size < 1:
             raise ValueError(f"--tensor-model-parallel-size must be >= 1, got {self.tensor_model_parallel_size}")
         self.model.check_tensor_parallel(self.tensor_model_parallel_size)
+        self.pipeline.stage_layers(self.model.num_layers)  # raises now if the layers do not split this way
         if self.training.seq_length > self.model.max_position_embeddings:
             raise ValueError(
                 f"--seq-length {self.training.seq_length} exceeds the model's max_position_embeddings "
@@ -158,7 +161,9 @@ class RunConfig:
             "training": dataclasses.asdict(self.training),
             "checkpoint": dataclasses.asdict(self.checkpoint),
             "logging": dataclasses.asdict(self.logging),
-            "parallel": {"tensor_model_parallel_size": self.tensor_model_parallel_size},
+            # The pipeline fields only when pipelining: PP = 1 configs (and checkpoints) read as before.
+            "parallel": {"tensor_model_parallel_size": self.tensor_model_parallel_size,
+                         **(self.pipeline.to_dict() if self.pipeline.pipeline_model_parallel_size > 1 else {})},
             "tokenizer": {"tokenizer_model": self.tokenizer_model},
         }
 

@@ -46,6 +46,9 @@ from megapmc.checkpoint.resume import load_for_resume
 from megapmc.optim.lr_schedule import LRScheduler
 from megapmc.parallel.state import ParallelState, destroy_parallel, initialize_parallel
 from megapmc.training import worker_exit
+from megapmc.parallel.state import ParallelState, initialize_parallel
+from megapmc.pipeline_parallel.schedules import get_forward_backward_func
+from megapmc.pipeline_parallel.stage import build_pipeline_model
 from megapmc.training.config import RunConfig
 from megapmc.training.logging import IterationStats, TrainingLogger
 
@@ -142,7 +145,6 @@ class Trainer:
 
     def __init__(self, config: RunConfig, data: TrainData, parallel: ParallelState):
         from megapmc.model.flops import flops_per_token
-        from megapmc.model.llama import build_model
         from megapmc.optim import DataParallel, build_optimizer
 
         self.config, self.data, self.parallel = config, data, parallel
@@ -156,8 +158,11 @@ class Trainer:
         self.dtype = torch.bfloat16 if tcfg.bf16 else torch.float32
         self.loader_builder = data.loader_builder or _default_loader_builder()
 
-        self.model = build_model(config.model, parallel, config.model_options, self.device, self.dtype,
-                                 seed=tcfg.seed)
+        self.model = build_pipeline_model(config.model, parallel, config.model_options, config.pipeline,
+                                          self.device, self.dtype, seed=tcfg.seed)
+        # No pipelining, 1F1B or interleaved: the one place the micro-batches of a step are run.
+        self.forward_backward = get_forward_backward_func(config.pipeline, config.model.num_layers,
+                                                          self.num_micro_batches)
         self._loaded_from: Path | None = None
         self._resume_note = ""
         self._verify_note = ""
@@ -374,11 +379,6 @@ class Trainer:
             )
         return count, int(samples.item()), int(rows.item())
 
-    def _forward_loss_sum(self, mb: dict) -> torch.Tensor:
-        per_token = self.ddp(mb["input_ids"], position_ids=mb.get("position_ids"),
-                             segment_ids=mb.get("segment_ids"), labels=mb["labels"])  # [b, s] fp32
-        return (per_token.float() * mb["loss_mask"]).sum()
-
     # ----------------------------------------------------------------------------- steps
 
     def train_step(self, micro_batches: list[dict]) -> tuple[float, float, bool, float, int, int]:
@@ -388,13 +388,7 @@ class Trainer:
         # it the token mean over the global batch.
         scale = self.parallel.dp_size / count.float()
         self.optimizer.zero_grad()
-        loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
-        for i, mb in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
-            with contextlib.nullcontext() if last else self.ddp.no_sync():
-                local = self._forward_loss_sum(mb)
-                (local * scale).backward()
-            loss_sum += local.detach()
+        loss_sum = self.forward_backward(self.model, self.ddp, micro_batches, self.parallel, scale)
         self.ddp.finish_grad_sync()
         lr = self.scheduler.get_lr()
         result = self.optimizer.step(lr)
@@ -413,9 +407,12 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         count = torch.zeros((), dtype=torch.float64, device=self.device)
         for _ in range(self.config.training.eval_iters):
-            for mb in self._next_step(it) or []:
-                loss_sum += self._forward_loss_sum(mb).double()
-                count += mb["loss_mask"].sum(dtype=torch.float64)
+            micro_batches = self._next_step(it)
+            if not micro_batches:
+                break
+            loss_sum += self.forward_backward(self.model, self.ddp, micro_batches, self.parallel, 1.0,
+                                              forward_only=True).double()
+            count += sum(mb["loss_mask"].sum(dtype=torch.float64) for mb in micro_batches)
         self.model.train()
         totals = _all_reduce(torch.stack([loss_sum, count]), self.parallel.dp_group)
         return (totals[0] / totals[1]).item() if totals[1] > 0 else None
@@ -542,7 +539,8 @@ def train(config: RunConfig, dataset_provider: DatasetProvider, parallel: Parall
     if parallel is None:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        parallel = initialize_parallel(config.tensor_model_parallel_size)
+        parallel = initialize_parallel(config.tensor_model_parallel_size,
+                                       config.pipeline.pipeline_model_parallel_size)
     started_at = time.time()
     config.training.num_micro_batches(parallel.dp_size)  # fail before building anything
     exit_signal = _ExitSignal(config.training.exit_signal_handler)

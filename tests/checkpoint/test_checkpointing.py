@@ -83,7 +83,7 @@ def test_resolve_empty_and_broken_run_dirs(tmp_path):
 def test_other_tp_size_or_shape_is_explained(tmp_path):
     _save(tmp_path, 1)
     ckpt = resolve_checkpoint_dir(tmp_path)
-    two = ParallelState(tp_size=2, world_size=2)
+    two = ParallelState.for_shapes(tp=2)
     with pytest.raises(CheckpointError, match=r"--tensor-model-parallel-size 1, this run uses 2.*convert_checkpoint.*"
                                               r"--pretrained-checkpoint \(the conversion carries the model weights only"):
         load_checkpoint(ckpt, two, MODEL.to_dict(), _model_state(0))

@@ -22,7 +22,7 @@ def test_13b_per_rank_count_at_tp8():
     assert vocab == 32768  # 32000 padded to a multiple of 128 × 8
     expected = 2 * (vocab // 8) * h + h + layers * ((4 * h * h + 3 * h * f) // 8 + 2 * h)
     for rank in (0, 7):
-        model = build_model(config, ParallelState(tp_size=8, tp_rank=rank, world_size=8, rank=rank), device="meta")
+        model = build_model(config, ParallelState.for_shapes(tp=8, tp_rank=rank), device="meta")
         assert num_parameters(model) == expected == 1_628_328_960
 
 
@@ -35,7 +35,7 @@ def test_presets_build_with_their_shapes():
 
 def test_state_dict_names_and_shapes_follow_the_contract():
     config = LlamaConfig.from_name("tiny", vocab_size=500)  # h 64, 4 heads of 16, 2 KV heads, ffn 176
-    model = build_model(config, ParallelState(tp_size=2, tp_rank=1, world_size=2, rank=1), device="meta")
+    model = build_model(config, ParallelState.for_shapes(tp=2, tp_rank=1), device="meta")
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes == {
         "embed_tokens.weight": (256, 64),
@@ -132,7 +132,7 @@ def test_bf16_forward_backward_is_finite_and_close_to_fp32():
 
 def test_bad_tp_size_names_the_flag():
     with pytest.raises(ValueError, match="--tensor-model-parallel-size 3"):
-        build_model(LlamaConfig.from_name("tiny"), ParallelState(tp_size=3, world_size=3), device="meta")
+        build_model(LlamaConfig.from_name("tiny"), ParallelState.for_shapes(tp=3), device="meta")
 
 
 def _saved_bytes(options: TransformerOptions) -> int:

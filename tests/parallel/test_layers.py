@@ -86,7 +86,7 @@ def test_init_is_independent_of_tp_size():
     full = ColumnParallelLinear(8, [16, 8, 8], ParallelState.single())
     full.init_weights(3)
     for rank in range(4):
-        state = ParallelState(tp_size=4, tp_rank=rank, world_size=4, rank=rank)
+        state = ParallelState.for_shapes(tp=4, tp_rank=rank)
         local = ColumnParallelLinear(8, [16, 8, 8], state)
         local.init_weights(3)
         assert local.weight.shape == (8, 8)
@@ -97,4 +97,4 @@ def test_init_is_independent_of_tp_size():
 
 def test_bad_split_names_the_size():
     with pytest.raises(ValueError, match="not divisible by the tensor-parallel size 4"):
-        RowParallelLinear(10, 4, ParallelState(tp_size=4, world_size=4))
+        RowParallelLinear(10, 4, ParallelState.for_shapes(tp=4))
