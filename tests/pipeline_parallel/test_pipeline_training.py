@@ -61,7 +61,7 @@ def _train(flags, parallel):
     it = trainer._loader(trainer.data.train_dataset, 0)
     losses, norms = [], []
     for _ in range(STEPS):
-        loss, norm, skipped, _ = trainer.train_step([trainer._prepare(next(it)) for _ in range(trainer.num_micro_batches)])
+        loss, norm, skipped, *_ = trainer.train_step([trainer._prepare(next(it)) for _ in range(trainer.num_micro_batches)])
         assert not skipped
         losses.append(loss)
         norms.append(norm)
