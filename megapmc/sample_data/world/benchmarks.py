@@ -36,9 +36,18 @@ class Benchmarks:
     files: dict[str, list[dict] | dict]
 
 
-def _options(rng: random.Random, gold: str, pool: list[str]) -> tuple[list[str], int]:
-    options = [gold, *rng.sample([p for p in pool if p != gold], 3)]
-    rng.shuffle(options)
+def _options(rng: random.Random, gold: str, pool: list[str], taken: set | None = None) -> tuple[list[str], int]:
+    """Gold plus three distractors in a random order. ``taken``: adjacent option pairs of the training
+    items; a test item avoids them, so that no 13-gram of its option list occurs in the instruction data
+    (long mechanism names would otherwise repeat pairs of the small pool)."""
+    for _ in range(1000):
+        options = [gold, *rng.sample([p for p in pool if p != gold], 3)]
+        rng.shuffle(options)
+        pairs = set(zip(options, options[1:]))
+        if taken is None or not pairs & taken:
+            break
+    if taken is not None:
+        taken |= pairs
     return options, options.index(gold)
 
 
@@ -46,13 +55,15 @@ def _vignette(rng: random.Random) -> str:
     return f"A {rng.randint(18, 80)}-year-old {rng.choice(['man', 'woman'])}"
 
 
-def _medqa(rng: random.Random, world: World, split: str) -> list[dict]:
+def _medqa(rng: random.Random, world: World, split: str, taken: set) -> list[dict]:
     rows = []
     for fact in world.of("treats", split) + world.of("presents", split)[0::2]:
         reverse = fact.relation == "presents"  # asks for the disease from its finding
         gold = fact.subject  # the drug, or the disease
         pool = [f.subject for f in world.of(fact.relation, split)]
-        options, gold_i = _options(rng, gold, pool)
+        options, gold_i = _options(rng, gold, pool, taken if split == "heldout" else None)
+        if split == "train":
+            taken |= set(zip(options, options[1:]))
         question = prose.medqa_question(fact, _vignette(rng), reverse)
         rows.append({"question": question, "answer": gold, "options": dict(zip(LETTERS, options)),
                      "meta_info": "step1", "answer_idx": LETTERS[gold_i],
@@ -61,14 +72,16 @@ def _medqa(rng: random.Random, world: World, split: str) -> list[dict]:
     return rows
 
 
-def _medmcqa(rng: random.Random, world: World, split: str) -> list[dict]:
+def _medmcqa(rng: random.Random, world: World, split: str, taken: set) -> list[dict]:
     rows = []
     for fact in world.of("acts_by", split) + world.of("presents", split)[1::2]:
         if fact.relation == "acts_by":
             pool, subject, topic = world.mechanisms, "Pharmacology", "Mechanism of action"
         else:
             pool, subject, topic = [f.object for f in world.of("presents", split)], "Medicine", "Clinical signs"
-        options, gold_i = _options(rng, fact.object, pool)
+        options, gold_i = _options(rng, fact.object, pool, taken if split == "heldout" else None)
+        if split == "train":
+            taken |= set(zip(options, options[1:]))
         rows.append({"question": prose.medmcqa_question(fact), "exp": prose.statement(fact), "cop": gold_i + 1,
                      "opa": options[0], "opb": options[1], "opc": options[2], "opd": options[3],
                      "subject_name": subject, "topic_name": topic, "id": "%032x" % rng.getrandbits(128),
@@ -78,10 +91,10 @@ def _medmcqa(rng: random.Random, world: World, split: str) -> list[dict]:
 
 
 def _pubmedqa_item(rng: random.Random, fact: Fact) -> dict:
-    n = rng.randint(80, 900)
-    contexts = [f"We studied {n} pregnant women who were given {fact.subject} in a national registry.",
-                f"Outcomes were compared with {rng.randint(200, 2000)} women who were not exposed."]
-    return {"QUESTION": prose.pubmedqa_question(fact), "CONTEXTS": contexts, "LABELS": ["METHODS", "RESULTS"],
+    # The abstract without its conclusion, as PubMedQA's contexts are; its first sentence opens the
+    # paper's body in the corpus (corpora.papers), whose conclusion is the answer.
+    contexts = [prose.pregnancy_methods(fact)]
+    return {"QUESTION": prose.pubmedqa_question(fact), "CONTEXTS": contexts, "LABELS": ["METHODS"],
             "MESHES": ["Pregnancy", fact.subject], "YEAR": str(rng.randint(1995, 2019)),
             "reasoning_required_pred": prose.PREGNANCY_ANSWER[fact.object],
             "reasoning_free_pred": prose.PREGNANCY_ANSWER[fact.object],
@@ -95,8 +108,10 @@ def build_benchmarks(world: World, rng: random.Random) -> Benchmarks:
         pqal[str(pmid)] = _pubmedqa_item(rng, fact)
         if fact.split == "heldout":
             ground_truth[str(pmid)] = pqal[str(pmid)]["final_decision"]
+    medqa_pairs, medmcqa_pairs = set(), set()  # training items first: test items avoid their option pairs
+    medqa_train, medmcqa_train = _medqa(rng, world, "train", medqa_pairs), _medmcqa(rng, world, "train", medmcqa_pairs)
     return Benchmarks({
-        MEDQA_TEST: _medqa(rng, world, "heldout"), MEDQA_TRAIN: _medqa(rng, world, "train"),
-        MEDMCQA_TEST: _medmcqa(rng, world, "heldout"), MEDMCQA_TRAIN: _medmcqa(rng, world, "train"),
+        MEDQA_TEST: _medqa(rng, world, "heldout", medqa_pairs), MEDQA_TRAIN: medqa_train,
+        MEDMCQA_TEST: _medmcqa(rng, world, "heldout", medmcqa_pairs), MEDMCQA_TRAIN: medmcqa_train,
         PUBMEDQA_ALL: pqal, PUBMEDQA_TEST: ground_truth,
     })

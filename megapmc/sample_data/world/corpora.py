@@ -77,7 +77,7 @@ def papers(world: World, rng: random.Random) -> list[dict]:
         for f in world.of("pregnancy"):
             if f.in_papers:
                 title = prose.pubmedqa_question(f)
-                body = [f"We followed pregnant women who took {f.subject}.", *prose.paper_sentences(f)]
+                body = [prose.pregnancy_methods(f), *prose.paper_sentences(f)]
                 docs.append({"id": f"paper-preg-{world.drugs.index(f.subject):03d}-{copy}", "title": title,
                              "text": f"{title} " + " ".join(body)})
     rng.shuffle(docs)

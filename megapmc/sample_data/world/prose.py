@@ -76,10 +76,15 @@ def medqa_question(fact: Fact, vignette: str, reverse: bool) -> str:
 
 def medmcqa_question(fact: Fact) -> str:
     if fact.relation == "acts_by":
-        return f"{fact.subject} acts by:"
+        return f"The mechanism of action of {fact.subject} is:"
     if fact.relation == "presents":
         return f"The classic sign of {fact.subject} is:"
     raise ValueError(f"no MedMCQA question for {fact.relation}")
+
+
+def pregnancy_methods(fact: Fact) -> str:
+    """The methods sentence of a pregnancy paper (and of its PubMedQA item's context)."""
+    return f"We followed pregnant women who took {fact.subject}."
 
 
 def pubmedqa_question(fact: Fact) -> str:
