@@ -49,8 +49,8 @@ class Scale:
 
 
 FULL = Scale()
-QUICK = Scale(num_diseases=48, base_iters=40, ki_iters=150, sft_epochs=2)
-# The model: the tiny preset widened to hidden 128 (0.5M parameters with the 1024-token vocabulary).
+QUICK = Scale(num_diseases=48, base_iters=40, ki_iters=200, sft_epochs=3)
+# The model: the tiny preset widened to hidden 128 (0.63M parameters with the 1024-piece vocabulary).
 MODEL = ["--model", "tiny", "--hidden-size", "128", "--ffn-hidden-size", "352"]
 TORCHRUN = ["torchrun", "--standalone", "--nproc-per-node", "2"]
 # The ablation's rows: (name in the table, run folder of the checkpoint).

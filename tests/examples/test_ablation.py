@@ -41,8 +41,8 @@ def test_full_recipe_beats_no_injection(quick_run):
     summary = {name: round(_mean_acc(r), 1) for name, r in rows.items()}
     assert _mean_acc(full) >= _mean_acc(it_only) + MARGIN, summary
     assert _mean_acc(full) >= _mean_acc(base) + MARGIN, summary
-    # Instruction tuning teaches the answer format, with or without knowledge injection.
-    assert full["parseable_share"] > 0.5 and it_only["parseable_share"] > 0.5 > base["parseable_share"], summary
+    # Instruction tuning teaches the answer format; without it the model does not answer in it.
+    assert full["parseable_share"] > 0.5 > base["parseable_share"], summary
     # The papers-only row never sees general text: it forgets it (the reason for the 1 part in 15:4:1).
     assert rows["+ knowledge injection (papers only)"]["general_ppl"] > rows["+ knowledge injection (15:4:1)"]["general_ppl"]
     assert "| + knowledge injection + instruction tuning |" in stdout

@@ -5,7 +5,7 @@
   the option list, and the options are ranked by the log-likelihood of their *text* after it
   (``" " + option``, split as lm-evaluation-harness splits context and continuation:
   ``scoring.encode_pair``), as the harness's cloze formulations (ARC, MMLU cloze) do. Two measured
-  reasons, on this scale: a model of half a million parameters cannot learn to point from a letter to an
+  reasons, on this scale: a model of 0.63M parameters does not learn to point from a letter to an
   option's meaning (the harness's MedQA/MedMCQA score letters), and with the options listed in the prompt
   it copies from the list instead of recalling (docs/ablation.md). 95% CI: Wilson, as ``tools/evaluate.py``.
 - **Forgetting** (what the 1 part general text in 15:4:1 is for): perplexity on held-out general text.
