@@ -1,4 +1,5 @@
-"""The ablation in its reduced form (``--quick``: a smaller world, shorter runs, seed fixed): the method
+"""The ablation in its reduced form (``--quick``: the main command's world and runs with the seed fixed,
+without the papers-only row): the method
 must visibly work, so a regression in the blend, the loss mask, the template, the conversion or the
 scoring shows up as a failing ordering rather than as a number nobody reads."""
 import json
@@ -43,8 +44,8 @@ def test_full_recipe_beats_no_injection(quick_run):
     assert _mean_acc(full) >= _mean_acc(base) + MARGIN, summary
     # Instruction tuning teaches the answer format; without it the model does not answer in it.
     assert full["parseable_share"] > 0.5 > base["parseable_share"], summary
-    # The papers-only row never sees general text: it forgets it (the reason for the 1 part in 15:4:1).
-    assert rows["+ knowledge injection (papers only)"]["general_ppl"] > rows["+ knowledge injection (15:4:1)"]["general_ppl"]
+    # Instruction tuning alone does not teach the held-out facts: it stays within 10 points of the base model.
+    assert abs(_mean_acc(it_only) - _mean_acc(base)) < 10, summary
     assert "| + knowledge injection + instruction tuning |" in stdout
     assert (run / "ablation" / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -63,4 +64,4 @@ def test_second_run_reuses_every_step(quick_run):
     run, cmd, _ = quick_run
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("done before, reusing") == 13
+    assert second.stdout.count("done before, reusing") == 12

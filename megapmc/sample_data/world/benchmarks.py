@@ -19,10 +19,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from megapmc.evaluation.contamination import normalise_words
 from megapmc.sample_data.world import prose
 from megapmc.sample_data.world.entities import Fact, World
 
 LETTERS = ("A", "B", "C", "D")
+NGRAM = 13  # tools/check_contamination.py's default
 MEDQA_TEST = "medqa/US/4_options/phrases_no_exclude_test.jsonl"
 MEDQA_TRAIN = "medqa/US/4_options/phrases_no_exclude_train.jsonl"
 MEDMCQA_TEST, MEDMCQA_TRAIN = "medmcqa/dev.json", "medmcqa/train.json"
@@ -36,18 +38,25 @@ class Benchmarks:
     files: dict[str, list[dict] | dict]
 
 
-def _options(rng: random.Random, gold: str, pool: list[str], taken: set | None = None) -> tuple[list[str], int]:
-    """Gold plus three distractors in a random order. ``taken``: adjacent option pairs of the training
-    items; a test item avoids them, so that no 13-gram of its option list occurs in the instruction data
-    (long mechanism names would otherwise repeat pairs of the small pool)."""
+def _option_ngrams(options: list[str]) -> set[tuple[str, ...]]:
+    """The 13-grams the contamination check takes from an item's option list (its ``item_fields``)."""
+    words = normalise_words(" ".join(f"{letter} {text}" for letter, text in zip(LETTERS, options)))
+    return {tuple(words[i:i + NGRAM]) for i in range(len(words) - NGRAM + 1)}
+
+
+def _options(rng: random.Random, gold: str, pool: list[str], taken: set, split: str) -> tuple[list[str], int]:
+    """Gold plus three distractors in a random order. ``taken`` collects the option lists' 13-grams of
+    the training items, which a test item's list avoids: long mechanism names from a small pool would
+    otherwise repeat a 13-gram of the instruction data by chance."""
     for _ in range(1000):
         options = [gold, *rng.sample([p for p in pool if p != gold], 3)]
         rng.shuffle(options)
-        pairs = set(zip(options, options[1:]))
-        if taken is None or not pairs & taken:
+        if split == "train" or not _option_ngrams(options) & taken:
             break
-    if taken is not None:
-        taken |= pairs
+    else:
+        raise ValueError("no option order avoids the training items' 13-grams; use a larger world")
+    if split == "train":
+        taken |= _option_ngrams(options)
     return options, options.index(gold)
 
 
@@ -61,9 +70,7 @@ def _medqa(rng: random.Random, world: World, split: str, taken: set) -> list[dic
         reverse = fact.relation == "presents"  # asks for the disease from its finding
         gold = fact.subject  # the drug, or the disease
         pool = [f.subject for f in world.of(fact.relation, split)]
-        options, gold_i = _options(rng, gold, pool, taken if split == "heldout" else None)
-        if split == "train":
-            taken |= set(zip(options, options[1:]))
+        options, gold_i = _options(rng, gold, pool, taken, split)
         question = prose.medqa_question(fact, _vignette(rng), reverse)
         rows.append({"question": question, "answer": gold, "options": dict(zip(LETTERS, options)),
                      "meta_info": "step1", "answer_idx": LETTERS[gold_i],
@@ -79,9 +86,7 @@ def _medmcqa(rng: random.Random, world: World, split: str, taken: set) -> list[d
             pool, subject, topic = world.mechanisms, "Pharmacology", "Mechanism of action"
         else:
             pool, subject, topic = [f.object for f in world.of("presents", split)], "Medicine", "Clinical signs"
-        options, gold_i = _options(rng, fact.object, pool, taken if split == "heldout" else None)
-        if split == "train":
-            taken |= set(zip(options, options[1:]))
+        options, gold_i = _options(rng, fact.object, pool, taken, split)
         rows.append({"question": prose.medmcqa_question(fact), "exp": prose.statement(fact), "cop": gold_i + 1,
                      "opa": options[0], "opb": options[1], "opc": options[2], "opd": options[3],
                      "subject_name": subject, "topic_name": topic, "id": "%032x" % rng.getrandbits(128),
@@ -108,7 +113,7 @@ def build_benchmarks(world: World, rng: random.Random) -> Benchmarks:
         pqal[str(pmid)] = _pubmedqa_item(rng, fact)
         if fact.split == "heldout":
             ground_truth[str(pmid)] = pqal[str(pmid)]["final_decision"]
-    medqa_pairs, medmcqa_pairs = set(), set()  # training items first: test items avoid their option pairs
+    medqa_pairs, medmcqa_pairs = set(), set()  # training items first: test items avoid their 13-grams
     medqa_train, medmcqa_train = _medqa(rng, world, "train", medqa_pairs), _medmcqa(rng, world, "train", medmcqa_pairs)
     return Benchmarks({
         MEDQA_TEST: _medqa(rng, world, "heldout", medqa_pairs), MEDQA_TRAIN: medqa_train,

@@ -84,7 +84,7 @@ def medmcqa_question(fact: Fact) -> str:
 
 def pregnancy_methods(fact: Fact) -> str:
     """The methods sentence of a pregnancy paper (and of its PubMedQA item's context)."""
-    return f"We followed pregnant women who took {fact.subject}."
+    return f"We followed a cohort of pregnant women who took {fact.subject} during the first trimester."
 
 
 def pubmedqa_question(fact: Fact) -> str:

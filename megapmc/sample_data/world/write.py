@@ -15,7 +15,7 @@ from pathlib import Path
 from megapmc.sample_data.world import corpora, medc_i
 from megapmc.sample_data.world.benchmarks import build_benchmarks
 from megapmc.sample_data.world.entities import generate_world
-from megapmc.utils.io import write_json_atomic, write_text_atomic
+from megapmc.utils.io import write_text_atomic
 
 GENERAL_DOCS, HELDOUT_GENERAL_DOCS = 300, 60
 
