@@ -59,10 +59,14 @@ def plot(rows, path: Path) -> None:
     ax.set_ylabel("accuracy % (95% CI); dashed: chance")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="upper left")
-    ax_ppl.barh(range(len(rows)), [row.general_ppl for row in rows], color=[f"C{i}" for i in range(len(rows))])
+    ppl = [row.general_ppl for row in rows]
+    ax_ppl.barh(range(len(rows)), ppl, color=[f"C{i}" for i in range(len(rows))])
+    for i, value in enumerate(ppl):
+        ax_ppl.text(value, i, f" {value:.1f}", va="center", fontsize=7)
+    ax_ppl.set_xscale("log")  # forgetting spans orders of magnitude
     ax_ppl.set_yticks(range(len(rows)), [row.name for row in rows], fontsize=7)
     ax_ppl.invert_yaxis()
-    ax_ppl.set_xlabel("held-out general text perplexity (forgetting)")
+    ax_ppl.set_xlabel("general-text perplexity, held out (log)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
