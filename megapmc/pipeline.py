@@ -6,12 +6,14 @@ built and editing a step's command redoes it and the steps after it. A step redo
 changed (or ``force``) first deletes its ``outputs``, so a trainer that resumes from its own
 checkpoints starts afresh; a step that was merely interrupted keeps them and resumes. Each step's
 output is shown live and kept in ``logs/NAME.log``; the first failing step stops the chain with its
-log's path.
+log's path. Each step reports its wall time and the CPU time of its processes (on a shared machine the
+CPU time is the number that says what the step costs).
 """
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -52,6 +54,12 @@ def _run_logged(cmd: list[str], log, env: dict[str, str], cwd: Path) -> int:
     return proc.wait()
 
 
+def _children_cpu() -> float:
+    """User + system seconds of every finished child process so far (the steps' commands)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_steps(steps: list[Step], run_dir: Path, cwd: Path, force: bool = False) -> None:
     """Run ``steps`` in order; raise StepFailed naming the step and its log at the first failure."""
     markers, logs = run_dir / ".steps", run_dir / "logs"
@@ -71,7 +79,7 @@ def run_steps(steps: list[Step], run_dir: Path, cwd: Path, force: bool = False) 
         upstream_ran = True  # everything after a step that ran is redone too: its inputs changed
         marker.unlink(missing_ok=True)
         print(f"\n{header}", flush=True)
-        start = time.time()
+        start, cpu_start = time.time(), _children_cpu()
         log_path = logs / f"{step.name}.log"
         with log_path.open("w") as log:
             for cmd in step.commands:
@@ -82,4 +90,4 @@ def run_steps(steps: list[Step], run_dir: Path, cwd: Path, force: bool = False) 
                         f"  {shlex.join(cmd)}\nits full output is in {log_path}"
                     )
         marker.write_text(step.fingerprint())
-        print(f"{header}: finished in {time.time() - start:.1f} s", flush=True)
+        print(f"{header}: finished in {time.time() - start:.1f} s (CPU {_children_cpu() - cpu_start:.1f} s)", flush=True)
