@@ -9,7 +9,8 @@ command; see megapmc.pipeline):
   2. a LLaMA-style SentencePiece tokenizer trained on the corpora (no download)
   3. tokenise books, papers and general text into Megatron .bin/.idx shards (C++ builder)
   4. the data plan of the 15:4:1 books:papers:general blend
-  5. the base model (standing in for LLaMA): pretrained on general text only, TP=2 under torchrun (gloo)
+  5. the base model (standing in for LLaMA): pretrained on general text only, TP=2 under torchrun (gloo);
+     every training run also leaves TensorBoard logs and run.png (loss, learning rate, throughput)
   6. knowledge injection from the base model, papers only (an ablation row)
   7. knowledge injection from the base model on the 15:4:1 blend (PMC-LLaMA's stage 1)
   8. MedC-I: conversations, rationale QA and UMLS prompts → instruction JSONL → tokens + loss masks
@@ -17,7 +18,9 @@ command; see megapmc.pipeline):
  10. instruction tuning after knowledge injection (PMC-LLaMA's stage 2)
  11. every model exported to Hugging Face (logits verified against the megapmc checkpoint)
  12. the ablation table: MedQA, MedMCQA, PubMedQA accuracy with 95% CI and held-out general-text perplexity
- 13. 13-gram contamination check: the instruction data against the test items
+ 13. the full recipe's model through the evaluator (tools/evaluate.py): lm-eval's prompts and scoring, and
+     generation with the tuned prompt and PMC-LLaMA's answer parser
+ 14. 13-gram contamination check: the instruction data against the test items
 """
 from __future__ import annotations
 
@@ -79,7 +82,8 @@ def _pretrain(run: Path, name: str, data_path: list[str], iters: int, scale: Sca
         cmd += ["--pretrained-checkpoint", str(run / init)]
     source = "the 15:4:1 blend" if len(data_path) > 1 else Path(data_path[0]).name.removesuffix("_text_document")
     start = f"from '{init}'" if init else "from random weights"
-    return Step(name, f"pretrain '{name}' {start} on {source} (TP=2 under torchrun)", [cmd], outputs=[out])
+    return Step(name, f"pretrain '{name}' {start} on {source} (TP=2 under torchrun)", [cmd, _plot(out)],
+                outputs=[out])
 
 
 def _finetune(run: Path, name: str, init: str, scale: Scale) -> Step:
@@ -91,8 +95,13 @@ def _finetune(run: Path, name: str, init: str, scale: Scale) -> Step:
            "--lr-warmup-iters", "5", "--weight-decay", "0.0", "--clip-grad", "1.0", "--seed", str(scale.seed),
            "--save", str(out), "--load", str(out), "--save-interval", "100000", "--log-interval", "10",
            "--eval-interval", "0", "--no-progress-bar", "--pretrained-checkpoint", str(run / init)]
-    return Step(name, f"instruction-tune '{init}' on MedC-I (TP=2, loss on responses only)", [cmd],
+    return Step(name, f"instruction-tune '{init}' on MedC-I (TP=2, loss on responses only)", [cmd, _plot(out)],
                 outputs=[out])
+
+
+def _plot(out: Path) -> list[str]:
+    """Loss, learning rate and throughput of a run as a PNG (TensorBoard logs are beside it)."""
+    return [PY, "tools/plot_run.py", str(out), "--output", str(out / "run.png")]
 
 
 def build_steps(run: Path, scale: Scale) -> list[Step]:
@@ -151,6 +160,12 @@ def build_steps(run: Path, scale: Scale) -> list[Step]:
              "--data-dir", str(bench), "--heldout-general", str(world / "heldout" / "general.jsonl"),
              "--output-dir", str(run / "ablation")],
         ], outputs=[run / "ablation"]),
+        Step("evaluate", "the full recipe's model through tools/evaluate.py: lm-eval scoring and the tuned prompt", [
+            [PY, "tools/evaluate.py", "--hf-dir", str(hf / "ki_it"), "--tasks", "pubmedqa,medmcqa,medqa",
+             "--data-dir", str(bench), "--mode", mode, *extra, "--output-dir", str(run / "evaluate" / mode),
+             "--ppl-files", f"general={world / 'heldout' / 'general.jsonl'}"]
+            for mode, extra in (("loglik", []), ("generate", ["--max-new-tokens", "40"]))
+        ], outputs=[run / "evaluate"]),
         Step("contamination", "13-gram contamination check: instruction data vs the test items", [
             [PY, "tools/check_contamination.py", "--train", str(run / "medc_i" / "medc_i.jsonl"),
              "--data-dir", str(bench), "--output-dir", str(run / "contamination")],

@@ -35,7 +35,7 @@ from megapmc.sft.dataset import (
 from megapmc.sft.sources.common import Problems, iter_jsonl, require_str
 from megapmc.sft.sources.conversations import InstructionPools
 from megapmc.sft.template import build_prompt
-from megapmc.utils.io import atomic_open, write_json_atomic
+from megapmc.utils.io import atomic_open, replace, write_json_atomic
 
 
 @dataclass
@@ -218,8 +218,8 @@ def preprocess_sft(config: PreprocessConfig, tokenizer, progress: bool = True) -
     # An older dataset at this prefix stays whole until here; without its metadata it is never half-read.
     metadata_path(prefix).unlink(missing_ok=True)
     for suffix in (".bin", ".idx"):
-        os.replace(tokens_prefix(tmp) + suffix, tokens_prefix(prefix) + suffix)
-        os.replace(loss_mask_prefix(tmp) + suffix, loss_mask_prefix(prefix) + suffix)
+        replace(tokens_prefix(tmp) + suffix, tokens_prefix(prefix) + suffix)
+        replace(loss_mask_prefix(tmp) + suffix, loss_mask_prefix(prefix) + suffix)
     if config.redraw_epochs > 1:
         with atomic_open(epochs_path(prefix), "wb") as f:
             np.save(f, draws)

@@ -51,6 +51,17 @@ def test_full_recipe_beats_no_injection(quick_run):
 
 
 @pytest.mark.slow
+def test_every_run_has_its_plot_and_the_evaluator_scores_the_full_recipe(quick_run):
+    run, _, _ = quick_run
+    for name in ("base", "ki", "it_only", "ki_it"):
+        assert (run / name / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    for mode in ("loglik", "generate"):
+        results = json.loads((run / "evaluate" / mode / "results.json").read_text())
+        assert results, mode
+        assert "PPL general" in (run / "evaluate" / mode / "results.md").read_text(), mode
+
+
+@pytest.mark.slow
 def test_benchmarks_share_nothing_with_the_instruction_data(quick_run):
     run, _, _ = quick_run
     report = json.loads((run / "contamination" / "contamination.json").read_text())
@@ -64,4 +75,4 @@ def test_second_run_reuses_every_step(quick_run):
     run, cmd, _ = quick_run
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("done before, reusing") == 12
+    assert second.stdout.count("done before, reusing") == 13
