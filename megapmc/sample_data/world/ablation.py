@@ -2,12 +2,17 @@
 
 - **Accuracy** (zero-shot, cloze): the prompt is the instruction template's (``template.build_prompt`` with
   the task's PMC-LLaMA instruction and the ``###Context:``/``###Question:`` input MedC-I tunes on) without
-  the option list, and the options are ranked by the log-likelihood of their *text* after it
+  the option list, followed by the start of a MedC-I rationale response (``###Rationale:``), and the
+  options are ranked by the log-likelihood of their *text* after it
   (``" " + option``, split as lm-evaluation-harness splits context and continuation:
   ``scoring.encode_pair``), as the harness's cloze formulations (ARC, MMLU cloze) do. Two measured
   reasons, on this scale: a model of 0.63M parameters does not learn to point from a letter to an
   option's meaning (the harness's MedQA/MedMCQA score letters), and with the options listed in the prompt
-  it copies from the list instead of recalling (docs/ablation.md). 95% CI: Wilson, as ``tools/evaluate.py``.
+  it copies from the list instead of recalling (docs/ablation.md). The ``###Rationale:`` opener is needed
+  since responses are tokenised as the prompt's continuation (as PMC-LLaMA's ``SFT/train.py``): a tuned
+  model never sees a word-start piece right after ``### Response:``, so an option scored there measures
+  that surprise, not the fact (measured: the full recipe at chance without the opener, 40% with it).
+  95% CI: Wilson, as ``tools/evaluate.py``.
 - **Forgetting** (what the 1 part general text in 15:4:1 is for): perplexity on held-out general text.
 - **Answer format**: the share of greedy answers to the same prompts that PMC-LLaMA's parser can read
   (``###Answer: OPTION X IS CORRECT.``), i.e. whether the model has learnt to answer in the format.
@@ -62,7 +67,7 @@ def cloze_prompt(item: MultipleChoiceItem, instruction: str) -> str:
     """The instruction prompt of ``item`` with its context and question but not its options."""
     context = " ".join(item.contexts) if item.contexts else None
     mcq_input = template.format_mcq_input(item.question, dict(zip(item.letters, item.texts)), context)
-    return template.build_prompt(instruction, mcq_input.split("\n###Options:")[0])
+    return template.build_prompt(instruction, mcq_input.split("\n###Options:")[0]) + "###Rationale:"
 
 
 def score_task(backend: CausalLMBackend, data_dir: str | Path, name: str, max_new_tokens: int = 32) -> TaskScore:
