@@ -442,8 +442,8 @@ class Trainer:
         if notice:
             self.logger.print(notice)
         if tcfg.eval_interval and self.data.valid_dataset is None:
-            self.logger.print("no validation data (the split leaves a source without validation documents): "
-                              "validation is skipped")
+            self.logger.print("no validation data (no --valid-data-path, and --split holds no validation "
+                              "documents out): validation is skipped")
         if self._verify_note:
             self.logger.print(self._verify_note)
         if self.iteration:
