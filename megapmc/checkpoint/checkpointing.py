@@ -434,8 +434,8 @@ def rank_files(saved: dict, parallel: ParallelState, load_optimizer: bool, load_
     if load_run_state:
         names.append(_run_state_name(saved, parallel))
     if load_optimizer:
-        sources, own = _optimizer_sources(Path("."), saved, parallel)
-        names += [own.name] if own is not None else [p.name for p in sources]
+        sources, own = _optimizer_shard_names(saved, parallel)
+        names += [own] if own is not None else sources
     return names
 
 
@@ -566,7 +566,8 @@ def read_optimizer_state(
 
     ckpt_dir = Path(ckpt_dir)
     saved_dp = saved_data_parallel_size(saved)
-    sources, own = _optimizer_sources(ckpt_dir, saved, parallel)
+    names, own_name = _optimizer_shard_names(saved, parallel)
+    sources, own = [ckpt_dir / n for n in names], None if own_name is None else ckpt_dir / own_name
     missing = [p for p in sources if not p.is_file()]
     if missing:
         raise CheckpointError(
@@ -589,19 +590,16 @@ def read_optimizer_state(
         ) from e
 
 
-def _optimizer_sources(ckpt_dir: Path, saved: dict, parallel: ParallelState) -> tuple[list[Path], Path | None]:
-    """The optimizer shards this rank reads, and the one saved for exactly this rank (same DP size, or an
-    unsharded save, and the same stage) if there is one; otherwise every DP rank's shards of the saved
-    stages holding this rank's parameters are merged (``read_optimizer_state``)."""
+def _optimizer_shard_names(saved: dict, parallel: ParallelState) -> tuple[list[str], str | None]:
+    """The optimizer shard files that hold this rank's parameters (every saved DP rank of the saved stages
+    concerned, merged by ``read_optimizer_state``), and the one saved for exactly this rank (same DP size or
+    an unsharded save, same stage) when there is one."""
     saved_dp, stages = saved_data_parallel_size(saved), _saved_stages(saved, parallel)
-    if len(stages) == 1:
-        own_dp = parallel.dp_rank if saved_dp == parallel.dp_size else 0 if saved_dp == 1 else None
-        if own_dp is not None:
-            path = ckpt_dir / optimizer_shard_name(parallel.tp_rank, own_dp, stages[0])
-            all_ranks = [ckpt_dir / optimizer_shard_name(parallel.tp_rank, r, stages[0]) for r in range(saved_dp)]
-            return all_ranks, path
-    return [ckpt_dir / optimizer_shard_name(parallel.tp_rank, r, stage) for stage in stages
-            for r in range(saved_dp)], None
+    names = [optimizer_shard_name(parallel.tp_rank, r, stage) for stage in stages for r in range(saved_dp)]
+    own_dp = parallel.dp_rank if saved_dp == parallel.dp_size else 0 if saved_dp == 1 else None
+    if len(stages) != 1 or own_dp is None:
+        return names, None
+    return names, optimizer_shard_name(parallel.tp_rank, own_dp, stages[0])
 
 
 def _covers_exactly(path: Path, layout: dict[str, tuple[int, int, int]] | None) -> bool:

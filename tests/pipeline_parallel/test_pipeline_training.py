@@ -88,7 +88,7 @@ def _run(flags, tp, pp, world, out_dir):
     run_distributed(_save_rank, world, flags, tp, pp, str(out_dir))
     runs = {}
     for t in range(tp):
-        stages = [torch.load(out_dir / f"tp{t}_pp{p}.pt") for p in range(pp)]
+        stages = [torch.load(out_dir / f"tp{t}_pp{p}.pt", weights_only=True) for p in range(pp)]
         weights = {k: v for stage in stages for k, v in stage["weights"].items()}
         runs[t] = stages[0]["losses"], stages[0]["norms"], weights
     return runs
