@@ -49,3 +49,27 @@ def sample_sft_dir():
 def small_vocab_word_tokenizer():
     """A word tokenizer whose ids fit the ``tiny`` model preset (vocabulary 512)."""
     return WordTokenizer(vocab_size=512)
+
+
+# Row 0 of the released MedC-I (release.json of axiong/pmc_llama_instructions, as the Hugging Face
+# datasets server's first-rows endpoint shows it; quoted from its public data card).
+_RELEASE_ROW_0 = {
+    "output": "###Answer: OPTION D IS CORRECT.",
+    "source": "medqa_train",
+    "instruction": "You're a doctor, kindly address the medical queries according to the patient's account.\n"
+                   "Answer with the best option directly.",
+    "input": "###Question: A 23-year-old pregnant woman at 22 weeks gestation presents with burning upon urination. "
+             "She states it started 1 day ago and has been worsening despite drinking more water and taking "
+             "cranberry extract. She otherwise feels well and is followed by a doctor for her pregnancy. Her "
+             "temperature is 97.7°F (36.5°C), blood pressure is 122/77 mmHg, pulse is 80/min, respirations are "
+             "19/min, and oxygen saturation is 98% on room air. Physical exam is notable for an absence of "
+             "costovertebral angle tenderness and a gravid uterus. Which of the following is the best treatment "
+             "for this patient?\n###Options:\nA. Ampicillin\nB. Ceftriaxone\nC. Doxycycline\nD. Nitrofurantoin\n",
+    "sample_id": 0,
+}
+
+
+@pytest.fixture
+def release_row_0() -> dict:
+    """Row 0 of the released MedC-I, as its data card quotes it (a fresh copy per test)."""
+    return dict(_RELEASE_ROW_0)

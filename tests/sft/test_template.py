@@ -33,32 +33,14 @@ def test_mcq_input_and_answer_formats():
         template.format_answer("AB")
 
 
-# Row 0 of the released MedC-I (release.json of axiong/pmc_llama_instructions, as the Hugging Face
-# datasets server's first-rows endpoint shows it; quoted from its public data card).
-RELEASE_ROW_0 = {
-    "output": "###Answer: OPTION D IS CORRECT.",
-    "source": "medqa_train",
-    "instruction": "You're a doctor, kindly address the medical queries according to the patient's account.\n"
-                   "Answer with the best option directly.",
-    "input": "###Question: A 23-year-old pregnant woman at 22 weeks gestation presents with burning upon urination. "
-             "She states it started 1 day ago and has been worsening despite drinking more water and taking "
-             "cranberry extract. She otherwise feels well and is followed by a doctor for her pregnancy. Her "
-             "temperature is 97.7°F (36.5°C), blood pressure is 122/77 mmHg, pulse is 80/min, respirations are "
-             "19/min, and oxygen saturation is 98% on room air. Physical exam is notable for an absence of "
-             "costovertebral angle tenderness and a gravid uterus. Which of the following is the best treatment "
-             "for this patient?\n###Options:\nA. Ampicillin\nB. Ceftriaxone\nC. Doxycycline\nD. Nitrofurantoin\n",
-    "sample_id": 0,
-}
-
-
-def test_mcq_rendering_equals_the_released_medc_i_character_for_character():
-    question = RELEASE_ROW_0["input"].split("\n")[0].removeprefix("###Question: ")
+def test_mcq_rendering_equals_the_released_medc_i_character_for_character(release_row_0):
+    question = release_row_0["input"].split("\n")[0].removeprefix("###Question: ")
     options = {"A": "Ampicillin", "B": "Ceftriaxone", "C": "Doxycycline", "D": "Nitrofurantoin"}
-    assert template.MCQ_INSTRUCTION == RELEASE_ROW_0["instruction"]
-    assert template.format_mcq_input(question, options) == RELEASE_ROW_0["input"]
-    assert template.format_answer("D") == RELEASE_ROW_0["output"]
-    assert template.mcq_prompt(question, options) == template.build_prompt(RELEASE_ROW_0["instruction"],
-                                                                           RELEASE_ROW_0["input"])
+    assert template.MCQ_INSTRUCTION == release_row_0["instruction"]
+    assert template.format_mcq_input(question, options) == release_row_0["input"]
+    assert template.format_answer("D") == release_row_0["output"]
+    assert template.mcq_prompt(question, options) == template.build_prompt(release_row_0["instruction"],
+                                                                           release_row_0["input"])
 
 
 def test_zero_shot_evaluation_prompt_is_the_tuned_string():

@@ -30,48 +30,42 @@ def test_bad_released_records_have_line_numbers(tmp_path):
 # are made up in the shapes the card describes: medqa_train rows numbered, one question repeated with a
 # paraphrased instruction under the same sample_id, and sample_id null for medmcqa, pubmedqa.ori_pqaa
 # and umls_relation rows.
-RELEASE_EXCERPT = [
-    {"output": "###Answer: OPTION D IS CORRECT.", "source": "medqa_train",
-     "instruction": "You're a doctor, kindly address the medical queries according to the patient's account.\n"
-                    "Answer with the best option directly.",
-     "input": "###Question: A 23-year-old pregnant woman at 22 weeks gestation presents with burning upon urination. "
-              "She states it started 1 day ago and has been worsening despite drinking more water and taking "
-              "cranberry extract. She otherwise feels well and is followed by a doctor for her pregnancy. Her "
-              "temperature is 97.7°F (36.5°C), blood pressure is 122/77 mmHg, pulse is 80/min, respirations are "
-              "19/min, and oxygen saturation is 98% on room air. Physical exam is notable for an absence of "
-              "costovertebral angle tenderness and a gravid uterus. Which of the following is the best treatment "
-              "for this patient?\n###Options:\nA. Ampicillin\nB. Ceftriaxone\nC. Doxycycline\nD. Nitrofurantoin\n",
-     "sample_id": 0},
-    {"output": "###Answer: OPTION D IS CORRECT.", "source": "medqa_train",
-     "instruction": "As a doctor, please answer the medical question from the patient's account.\n"
-                    "Give the best option directly.",
-     "input": "###Question: A 23-year-old pregnant woman at 22 weeks gestation presents with burning upon urination. "
-              "Which of the following is the best treatment for this patient?\n###Options:\nA. Ampicillin\n"
-              "B. Ceftriaxone\nC. Doxycycline\nD. Nitrofurantoin\n",
-     "sample_id": 0},
-] + [
-    {"output": f"###Answer: OPTION {'ABCD'[i % 4]} IS CORRECT.", "source": "medmcqa",
-     "instruction": "You're a doctor, kindly address the medical queries according to the patient's account.\n"
-                    "Answer with the best option directly.",
-     "input": f"###Question: Made-up question number {i}  \n###Options:\nA. a\nB. b\nC. c\nD. d\n",
-     "sample_id": None}
-    for i in range(40)
-] + [
-    {"output": "Early mobilisation was associated with a shorter hospital stay.", "source": "pubmedqa.ori_pqaa",
-     "instruction": "Answer the question based on the context.", "input": "Does early mobilisation help?",
-     "sample_id": None},
-    {"output": "Metformin may treat type 2 diabetes mellitus.", "source": "umls_relation",
-     "instruction": "What does metformin treat?", "input": "", "sample_id": None},
-]
+def release_excerpt(row_0: dict) -> list[dict]:
+    paraphrased = {
+        "output": "###Answer: OPTION D IS CORRECT.", "source": "medqa_train",
+        "instruction": "As a doctor, please answer the medical question from the patient's account.\n"
+                       "Give the best option directly.",
+        "input": "###Question: A 23-year-old pregnant woman at 22 weeks gestation presents with burning upon "
+                 "urination. Which of the following is the best treatment for this patient?\n###Options:\n"
+                 "A. Ampicillin\nB. Ceftriaxone\nC. Doxycycline\nD. Nitrofurantoin\n",
+        "sample_id": 0,
+    }
+    medmcqa = [
+        {"output": f"###Answer: OPTION {'ABCD'[i % 4]} IS CORRECT.", "source": "medmcqa",
+         "instruction": "You're a doctor, kindly address the medical queries according to the patient's account.\n"
+                        "Answer with the best option directly.",
+         "input": f"###Question: Made-up question number {i}  \n###Options:\nA. a\nB. b\nC. c\nD. d\n",
+         "sample_id": None}
+        for i in range(40)
+    ]
+    others = [
+        {"output": "Early mobilisation was associated with a shorter hospital stay.", "source": "pubmedqa.ori_pqaa",
+         "instruction": "Answer the question based on the context.", "input": "Does early mobilisation help?",
+         "sample_id": None},
+        {"output": "Metformin may treat type 2 diabetes mellitus.", "source": "umls_relation",
+         "instruction": "What does metformin treat?", "input": "", "sample_id": None},
+    ]
+    return [row_0, paraphrased, *medmcqa, *others]
 
 
-def test_release_rows_keep_their_text_and_get_distinct_stable_ids(tmp_path):
+def test_release_rows_keep_their_text_and_get_distinct_stable_ids(tmp_path, release_row_0):
+    release = release_excerpt(release_row_0)
     path = tmp_path / "release.json"
-    path.write_text(json.dumps(RELEASE_EXCERPT, ensure_ascii=False, indent=1), encoding="utf-8")
+    path.write_text(json.dumps(release, ensure_ascii=False, indent=1), encoding="utf-8")
     stats = Counter()
     records = list(load_medc_i(path, Problems(), stats))
     assert [(r.instruction, r.input, r.output) for r in records] == [
-        (row["instruction"], row["input"], row["output"]) for row in RELEASE_EXCERPT]  # byte for byte
+        (row["instruction"], row["input"], row["output"]) for row in release]  # byte for byte
     assert records[0].id == records[1].id == "medqa_train-0"
     null_ids = [r.id for r in records[2:]]
     assert len(set(null_ids)) == len(null_ids) == 42 and stats["null_sample_id"] == 42
@@ -87,5 +81,5 @@ def test_release_rows_keep_their_text_and_get_distinct_stable_ids(tmp_path):
     assert 8 <= len(medmcqa) <= 32 and summary.records == len(written)
     full = tmp_path / "full.jsonl"
     build_instruction_data(BuildConfig(medc_i=[str(path)], caps={"medc_i": 100}), full, progress=False)
-    rows = {(r["instruction"], r["input"], r["output"]) for r in map(json.loads, full.read_text().splitlines())}
-    assert rows == {(row["instruction"], row["input"], row["output"]) for row in RELEASE_EXCERPT}
+    kept = {(r["instruction"], r["input"], r["output"]) for r in map(json.loads, full.read_text().splitlines())}
+    assert kept == {(row["instruction"], row["input"], row["output"]) for row in release}
