@@ -54,6 +54,10 @@ TP=${TP:-2}
 MBS=${MBS:-4}
 TENSORBOARD_DIR=${TENSORBOARD_DIR:-$CHECKPOINT_DIR/tensorboard}
 
+# AdamW betas 0.9/0.999, eps 1e-8, clip 1.0: [release] SFT/train.py runs HF Trainer with optim adamw_torch
+#   and sets no optimizer field itself, so TrainingArguments' defaults. lr 2e-5, 3 epochs, batch 256: [paper].
+#   Weight decay 0, 3% warmup, cosine: [megapmc] Stanford Alpaca's command, which SFT/train.py says it is
+#   adapted from (no SFT command line was released).
 ARGS=(
     --model llama-13b
     --tokenizer-model "$TOKENIZER_MODEL"
@@ -64,7 +68,7 @@ ARGS=(
     --data-path "$SFT_DATA" --packing --valid-fraction 0.005
     --train-epochs 3
     --lr 2e-5 --min-lr 0 --lr-decay-style cosine --lr-warmup-fraction 0.03
-    --weight-decay 0.0 --adam-beta1 0.9 --adam-beta2 0.95 --adam-eps 1e-8 --clip-grad 1.0
+    --weight-decay 0.0 --adam-beta1 0.9 --adam-beta2 0.999 --adam-eps 1e-8 --clip-grad 1.0
     --pretrained-checkpoint "$PRETRAINED_CKPT" --load "$CHECKPOINT_DIR" --save "$CHECKPOINT_DIR"
     --save-interval 100 --keep-last-checkpoints 3
     --log-interval 1 --eval-interval 100 --eval-iters 5 --tensorboard-dir "$TENSORBOARD_DIR"

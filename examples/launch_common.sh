@@ -1,4 +1,4 @@
-# Sourced by the 13B launch scripts (examples/*_pmc_13b.sh): input checks and the launch itself.
+# Sourced by the launch scripts (examples/*_pmc_*.sh): input checks and the launch itself.
 # The sourcing script sets SCRIPT (its name, for messages) and DEFAULT_MASTER_PORT first, and may set
 # the array DRY_RUN_ARGS (extra flags for --dry-run).
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # PMC-LLaMA's stage 1 (knowledge injection) at LLaMA-2-70B scale: the 13B recipe (books : papers :
 # general 15:4:1 in every global batch, seq 2048, global batch 3200, lr 2e-5, 5 epochs of the books,
-# bf16) on LLaMA-2-70B (GQA, 8 KV heads, 80 layers); 4 nodes x 8 A100/H100-80GB.
+# bf16; the same flags, from examples/stage1_recipe.sh) on LLaMA-2-70B (GQA, 8 KV heads, 80 layers);
+# 4 nodes x 8 A100/H100-80GB.
 #
 # Layout: TP=8 (inside a node) x PP=2 (1F1B, 40 layers per stage, across nodes) x DP=2, sequence
 # parallel, distributed optimizer, selective recompute, micro-batch 1: 1600 micro-batches per DP rank
@@ -16,7 +17,9 @@
 # TP=8 only (tools/convert_checkpoint.py has no PP flag: each stage reads its own layers from it).
 #
 # Environment (the run stops with a message naming what is missing):
-#   BOOKS_PREFIX, PAPERS_PREFIX, GENERAL_PREFIX  indexed datasets (tools/preprocess_data.py output, no .bin/.idx)
+#   BOOKS_PREFIX, PAPERS_PREFIX, GENERAL_PREFIX  indexed datasets (tools/preprocess_data.py output, no .bin/.idx);
+#                     every document is trained on: an epoch is every book token
+#   optional VALID_PREFIX  held-out documents for validation (as examples/pretrain_pmc_13b.sh). Unset: no validation.
 #   TOKENIZER_MODEL   LLaMA-2's tokenizer.model
 #   LLAMA_CKPT        LLaMA-2-70B converted to megapmc (tools/convert_checkpoint.py --loader hf --saver megapmc
 #                     --target-tensor-parallel-size $TP)
@@ -38,39 +41,20 @@ source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
 
 DRY_RUN=${DRY_RUN:-0}
 for arg in "$@"; do [[ "$arg" == "--dry-run" ]] && DRY_RUN=1; done
-
-require_data BOOKS_PREFIX
-require_data PAPERS_PREFIX
-require_data GENERAL_PREFIX
-require TOKENIZER_MODEL "LLaMA-2's tokenizer.model"
-[[ -f "$TOKENIZER_MODEL" ]] || fail "TOKENIZER_MODEL=$TOKENIZER_MODEL: no such file"
-require CHECKPOINT_DIR "the run directory for checkpoints (restarts resume from it)"
-require LLAMA_CKPT "LLaMA-2-70B converted with tools/convert_checkpoint.py --saver megapmc"
-if [[ "$DRY_RUN" != 1 && ! -e "$LLAMA_CKPT" ]]; then
-    fail "LLAMA_CKPT=$LLAMA_CKPT: no such checkpoint"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/stage1_recipe.sh"
+stage1_require_env LLaMA-2-70B
+stage1_recipe_args
 
 TP=${TP:-8}
 PP=${PP:-2}
 MBS=${MBS:-1}
-TENSORBOARD_DIR=${TENSORBOARD_DIR:-$CHECKPOINT_DIR/tensorboard}
 
 ARGS=(
     --model llama2-70b
-    --tokenizer-model "$TOKENIZER_MODEL"
     --tensor-model-parallel-size "$TP" --sequence-parallel --pipeline-model-parallel-size "$PP"
     --use-distributed-optimizer --overlap-grad-reduce
-    --bf16 --recompute-granularity selective --attention-backend auto
-    --seq-length 2048 --micro-batch-size "$MBS" --global-batch-size 3200
-    --data-path 15 "$BOOKS_PREFIX" 4 "$PAPERS_PREFIX" 1 "$GENERAL_PREFIX" --split 969,30,1
-    --train-epochs 5 --epoch-source 0
-    --lr 2e-5 --min-lr 2e-6 --lr-decay-style cosine --lr-warmup-fraction 0.01
-    --weight-decay 0.1 --adam-beta1 0.9 --adam-beta2 0.95 --adam-eps 1e-8 --clip-grad 1.0
-    --pretrained-checkpoint "$LLAMA_CKPT" --load "$CHECKPOINT_DIR" --save "$CHECKPOINT_DIR"
-    --save-interval 50 --keep-last-checkpoints 3
-    --log-interval 1 --eval-interval 100 --eval-iters 10 --tensorboard-dir "$TENSORBOARD_DIR"
-    --seed 1234
+    --micro-batch-size "$MBS"
+    "${STAGE1_ARGS[@]}"
 )
-[[ -n "${DATA_CACHE_PATH:-}" ]] && ARGS+=(--data-cache-path "$DATA_CACHE_PATH")
 DRY_RUN_ARGS=(--world-size $((NNODES * GPUS_PER_NODE)))
 launch megapmc.pretrain "${ARGS[@]}" "$@"

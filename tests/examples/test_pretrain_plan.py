@@ -49,12 +49,27 @@ def script_args(request, tmp_path, spm_model):
     (tmp_path / "llama").mkdir()
     env.update(TOKENIZER_MODEL=str(spm_model), CHECKPOINT_DIR=str(tmp_path / "run"), LLAMA_CKPT=str(tmp_path / "llama"),
                PATH=f"{bin_dir}:{env['PATH']}", RANK="0", LOCAL_RANK="0", WORLD_SIZE="32")
-    proc = subprocess.run(["bash", str(ROOT / "examples/pretrain_pmc_13b.sh")], env=env, cwd=ROOT,
-                          capture_output=True, text=True)
+    return _script_argv("examples/pretrain_pmc_13b.sh", env), env
+
+
+def _script_argv(script: str, env: dict) -> list[str]:
+    """What ``script`` hands to `python -m megapmc.pretrain` (``python`` on PATH prints its arguments)."""
+    proc = subprocess.run(["bash", str(ROOT / script)], env=env, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[:2] == ["-m", "megapmc.pretrain"]
-    return lines[2:], env
+    return lines[2:]
+
+
+def _flag_values(args: list[str]) -> dict[str, tuple[str, ...]]:
+    out, flag = {}, None
+    for a in args:
+        if a.startswith("--"):
+            flag = a
+            out[flag] = ()
+        else:
+            out[flag] += (a,)
+    return out
 
 
 def _data_flags(args):
@@ -119,3 +134,14 @@ def test_optimizer_and_precision_are_the_papers_and_the_released_scripts(script_
         2e-5, 0.0, 0.9, 0.999, 1e-8, 1.0)
     assert (schedule.lr_decay_style, schedule.lr_warmup_fraction, schedule.min_lr) == ("cosine", 0.03, 0.0)
     assert config.model_options.recompute_granularity == "selective"
+
+
+def test_the_70b_script_runs_the_same_recipe(script_args):
+    """Both stage-1 scripts take data, schedule and optimizer from examples/stage1_recipe.sh; only the
+    model and its parallel layout differ."""
+    args_13b, env = script_args
+    flags_13b, flags_70b = _flag_values(args_13b), _flag_values(_script_argv("examples/pretrain_pmc_70b.sh", env))
+    layout = {"--model", "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--micro-batch-size"}
+    assert {f: v for f, v in flags_13b.items() if f not in layout} == {
+        f: v for f, v in flags_70b.items() if f not in layout}
+    assert flags_70b["--model"] == ("llama2-70b",) and flags_70b["--pipeline-model-parallel-size"] == ("2",)

@@ -41,7 +41,7 @@ def _run(env, *args):
 
 @pytest.mark.parametrize("missing, message", [
     ("BOOKS_PREFIX", "set BOOKS_PREFIX to the prefix of an indexed dataset"),
-    ("TOKENIZER_MODEL", "set TOKENIZER_MODEL to LLaMA's tokenizer.model"),
+    ("TOKENIZER_MODEL", "set TOKENIZER_MODEL to LLaMA-13B's tokenizer.model"),
     ("CHECKPOINT_DIR", "set CHECKPOINT_DIR to the run directory"),
     ("LLAMA_CKPT", "set LLAMA_CKPT to LLaMA-13B converted"),
 ])

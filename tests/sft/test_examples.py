@@ -35,6 +35,10 @@ def test_stage2_dry_run_has_the_papers_settings(tmp_path, spm_model):
     assert config["training"]["global_batch_size"] == 256 and config["training"]["train_epochs"] == 3
     assert config["training"]["seq_length"] == 2048 and config["training"]["bf16"] is True
     assert config["data"]["packing"] is True
+    # SFT/train.py: HF Trainer's adamw_torch defaults (betas 0.9/0.999, eps 1e-8), weight decay 0.
+    opt = config["optimizer"]
+    assert (opt["lr"], opt["weight_decay"], opt["adam_beta1"], opt["adam_beta2"], opt["adam_eps"]) == (
+        2e-5, 0.0, 0.9, 0.999, 1e-8)
     # A step is 256 samples: the 49 training samples here fill the one step of the run 5.22 times over.
     assert "instruction data" in out.stdout and "iterations of 256 samples" in out.stdout
 
