@@ -2,21 +2,18 @@
 losses and weights bit for bit (fp32, CPU, TP=2 under torchrun)."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from toy_runs import TOY, assert_same_files, assert_same_training, finish, kill_job_at, launch
 
 from megapmc.checkpoint.checkpointing import read_tracker
 from megapmc.testing.distributed import free_port
 from megapmc.training.logging import METRICS_NAME, read_metrics
-
-TOY = Path(__file__).with_name("toy_train.py")
 TRAIN_ITERS = 12
 FLAGS = ["--model", "tiny", "--vocab-size", "128", "--seq-length", "32", "--micro-batch-size", "2",
          "--global-batch-size", "8", "--lr", "3e-3", "--lr-warmup-iters", "2", "--train-iters", str(TRAIN_ITERS),
@@ -24,81 +21,22 @@ FLAGS = ["--model", "tiny", "--vocab-size", "128", "--seq-length", "32", "--micr
          "--save-interval", "3", "--no-progress-bar", "--toy-masks"]
 
 
-def _launch(save_dir: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-           str(free_port()), str(TOY), *FLAGS, "--save", str(save_dir), "--load", str(save_dir)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (torchrun puts its workers in their own sessions)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def _last_iteration(metrics: Path) -> int:
-    if not metrics.is_file():
-        return 0
-    train, _ = read_metrics(metrics)
-    return train[-1]["iteration"] if train else 0
-
-
-def _finish(proc: subprocess.Popen) -> str:
-    out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 0, out.decode()
-    return out.decode()
-
-
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
-    reference = tmp_path / "reference"
-    _finish(_launch(reference))
-
-    killed = tmp_path / "killed"
-    proc = _launch(killed)
-    deadline = time.time() + 240
-    while _last_iteration(killed / METRICS_NAME) < 5 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    for pid in _descendants(proc.pid):  # the whole job at once, as when a node is lost
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-    at_kill = _last_iteration(killed / METRICS_NAME)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    finish(launch(reference, FLAGS))
+    at_kill = kill_job_at(launch(killed, FLAGS), killed, 5)
     assert 5 <= at_kill < TRAIN_ITERS, f"the run was at iteration {at_kill} when killed; the test needs it mid-run"
     resumed_from = read_tracker(killed)
     assert resumed_from is not None and resumed_from < TRAIN_ITERS
-    out = _finish(_launch(killed))
+    out = finish(launch(killed, FLAGS))
     assert f"resumed from {killed / f'iter_{resumed_from:07d}'} at iteration {resumed_from}" in out
 
-    ref_train, ref_valid = read_metrics(reference / METRICS_NAME)
-    got_train, got_valid = read_metrics(killed / METRICS_NAME)
-    assert [r["iteration"] for r in got_train] == list(range(1, TRAIN_ITERS + 1))
-    for ref, got in zip(ref_train, got_train):
-        assert (got["loss"], got["lr"], got["grad_norm"]) == (ref["loss"], ref["lr"], ref["grad_norm"]), ref["iteration"]
-    assert [r["valid_loss"] for r in got_valid] == [r["valid_loss"] for r in ref_valid]
+    assert_same_training(reference, killed, TRAIN_ITERS)
     final = f"iter_{TRAIN_ITERS:07d}"
-    for name in ("model_tp00.safetensors", "model_tp01.safetensors", "optim_tp00_dp00.safetensors",
-                 "optim_tp01_dp00.safetensors"):
-        ref_sd, got_sd = load_file(reference / final / name), load_file(killed / final / name)
-        assert ref_sd.keys() == got_sd.keys()
-        for k in ref_sd:
-            assert ref_sd[k].equal(got_sd[k]), f"{name}: {k} differs"
+    assert_same_files(reference / final, killed / final, ["model_tp00.safetensors", "model_tp01.safetensors",
+                                                          "optim_tp00_dp00.safetensors", "optim_tp01_dp00.safetensors"])
 
 
 DP_FLAGS = ["--model", "tiny", "--vocab-size", "128", "--seq-length", "32", "--micro-batch-size", "2",
@@ -195,27 +133,6 @@ TORTURE_FLAGS = ["--model", "tiny", "--vocab-size", "128", "--seq-length", "16",
                  "--no-progress-bar", "--toy-masks"]
 
 
-def _launch4(save_dir: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "4", "--master-port",
-           str(free_port()), str(TOY), *TORTURE_FLAGS, "--save", str(save_dir), "--load", str(save_dir), *extra]
-    return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _kill_job_at(proc: subprocess.Popen, metrics: Path, iteration: int, delay: float) -> None:
-    deadline = time.time() + 240
-    while _last_iteration(metrics) < iteration and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(delay)  # a random moment after it: inside the next step, or the save
-    for pid in _descendants(proc.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.communicate()
-    assert proc.returncode != 0 and _last_iteration(metrics) < TORTURE_ITERS, "the run finished before the kill"
-
-
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_torture_sigkill_at_random_moments_tp2_dp2_distributed_optimizer(tmp_path):
@@ -225,29 +142,22 @@ def test_torture_sigkill_at_random_moments_tp2_dp2_distributed_optimizer(tmp_pat
     import random as _random
 
     rng = _random.Random(14)
-    reference = tmp_path / "reference"
-    _finish(_launch4(reference))
+    reference, run = tmp_path / "reference", tmp_path / "killed"
+    finish(launch(reference, TORTURE_FLAGS, 4))
 
-    run = tmp_path / "killed"
-    _kill_job_at(_launch4(run), run / METRICS_NAME, rng.randint(1, 3), rng.uniform(0.0, 0.3))
+    def kill_at(iteration: int) -> None:
+        at_kill = kill_job_at(launch(run, TORTURE_FLAGS, 4), run, iteration, rng.uniform(0.0, 0.3))
+        assert at_kill < TORTURE_ITERS, "the run finished before the kill"
+
+    kill_at(rng.randint(1, 3))
     save_point = rng.choice(["model_shard", "manifest", "tracker"])
-    proc = _launch4(run, "--toy-die-in-save", "6", save_point)
+    proc = launch(run, TORTURE_FLAGS, 4, "--toy-die-in-save", "6", save_point)
     proc.communicate(timeout=240)
     assert proc.returncode != 0 and read_tracker(run) == 4, f"the kill inside the save of 6 ({save_point}) missed"
-    _kill_job_at(_launch4(run), run / METRICS_NAME, 5, rng.uniform(0.0, 0.3))
-    out = _finish(_launch4(run))
-    assert "resumed from" in out
+    kill_at(5)
+    assert "resumed from" in finish(launch(run, TORTURE_FLAGS, 4))
 
-    ref_train, _ = read_metrics(reference / METRICS_NAME)
-    got_train, _ = read_metrics(run / METRICS_NAME)
-    assert [r["iteration"] for r in got_train] == list(range(1, TORTURE_ITERS + 1))
-    for ref, got in zip(ref_train, got_train):
-        assert (got["loss"], got["lr"], got["grad_norm"]) == (ref["loss"], ref["lr"], ref["grad_norm"]), ref["iteration"]
+    assert_same_training(reference, run, TORTURE_ITERS, validation=False)
     final = f"iter_{TORTURE_ITERS:07d}"
-    names = [f"model_tp{t:02d}.safetensors" for t in range(2)] + [
-        f"optim_tp{t:02d}_dp{d:02d}.safetensors" for t in range(2) for d in range(2)]
-    for name in names:
-        ref_sd, got_sd = load_file(reference / final / name), load_file(run / final / name)
-        assert ref_sd.keys() == got_sd.keys()
-        for k in ref_sd:
-            assert ref_sd[k].equal(got_sd[k]), f"{name}: {k} differs"
+    assert_same_files(reference / final, run / final, [f"model_tp{t:02d}.safetensors" for t in range(2)] + [
+        f"optim_tp{t:02d}_dp{d:02d}.safetensors" for t in range(2) for d in range(2)])
