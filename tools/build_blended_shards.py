@@ -29,6 +29,10 @@ def main(argv=None) -> None:
     if args.shard_size_gb <= 0:
         parser.error(f"--shard-size-gb must be positive, got {args.shard_size_gb}")
     config = data_config_from_args(args)
+    if config.valid_data_path or config.test_data_path:
+        # Held-out shards are read as they are; only the blended training stream is worth materialising.
+        print("note: --valid-data-path/--test-data-path are not written here; pass them to the training run "
+              "beside --data-path OUT", file=sys.stderr)
     train_samples = train_samples_from_args(args)
     train, _, _, plan = build_pretraining_datasets(config, None, args.global_batch_size, train_samples,
                                                    args.train_epochs, None, ParallelState.single())

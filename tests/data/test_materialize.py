@@ -155,3 +155,17 @@ def test_sources_of_different_dtypes_are_written_in_the_wider_one(tmp_path):
     shards = MaterializedDataset(manifest_path)
     np.testing.assert_array_equal(shards.get_tokens(np.arange(64)), train.get_tokens(np.arange(64)))
     assert (shards.get_tokens(np.arange(64)) >= 70000).any()
+
+
+def test_the_tool_writes_the_training_stream_and_says_held_out_shards_are_not_written(live, tmp_path):
+    tmp, data_path, _, plan = live
+    out = tmp_path / "blend"
+    proc = subprocess.run(
+        [sys.executable, "tools/build_blended_shards.py", "--data-path", *data_path, "--split", "1",
+         "--valid-data-path", data_path[3], "--seq-length", str(SEQ), "--global-batch-size", str(GBS),
+         "--micro-batch-size", str(MBS), "--train-epochs", "2", "--seed", str(SEED), "--output-prefix", str(out),
+         "--data-cache-path", str(tmp / "cache")],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert "--valid-data-path/--test-data-path are not written here" in proc.stderr
+    assert len(MaterializedDataset(f"{out}.manifest.json")) == plan.train_samples
