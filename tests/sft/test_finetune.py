@@ -140,3 +140,23 @@ def test_dp2_steps_consume_the_global_batch_and_the_loss_is_the_token_mean(tmp_p
             loss_sum += float((per_token[0] * r["loss_mask"]).sum())
             count += float(r["loss_mask"].sum())
     assert metrics[0]["loss"] == pytest.approx(loss_sum / count, rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_dp2_steps_at_the_papers_global_batch_of_256_samples(tmp_path, sft_prefix, spm_model):
+    """The paper's batch of 256 as the run counts it: at DP=2 each logged step consumed 256 instruction
+    samples (the fixture's records, reshuffled each epoch), packed into fewer rows of 512 tokens."""
+    from megapmc.testing.distributed import run_distributed
+
+    flags = ["--micro-batch-size", "4", "--global-batch-size", "256", "--train-iters", "2", "--log-interval", "1",
+             "--lr-warmup-iters", "1", "--seq-length", "512", "--max-position-embeddings", "512"]
+    run_distributed(_finetune_rank, 2, _args(sft_prefix, spm_model, *flags, "--save", str(tmp_path / "dp2")))
+    metrics = [m for m in map(json.loads, (tmp_path / "dp2" / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+    assert [(m["samples"], m["consumed_samples"]) for m in metrics] == [(256, 256), (256, 512)]
+
+    train, _, _ = finetune.build_sft_datasets(_config(sft_prefix, spm_model, *flags), data_parallel_size=2)
+    for step in range(2):
+        first, last = train.step_rows(step)
+        assert sum(len(train.row_samples(i)) for i in range(first, last)) == 256
+        assert (last - first) % 2 == 0 and last - first < 256  # rows pack more than one sample
