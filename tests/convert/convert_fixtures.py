@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from megapmc.convert.name_map import TPSplit, all_params
+from megapmc.convert.name_map import all_params
 from megapmc.convert.rotary_layout import hf_to_meta_rows
 
 
@@ -50,7 +50,7 @@ def save_meta_checkpoint(model, path: Path, model_parallel: int = 2) -> None:
     shards: list[dict[str, torch.Tensor]] = [{} for _ in range(model_parallel)]
     for spec in all_params(c.num_hidden_layers):
         tensors = [state[n] for n in spec.hf]
-        if spec.tp_split is TPSplit.QKV:
+        if spec.rotary:
             tensors[0] = hf_to_meta_rows(tensors[0], c.num_attention_heads)
             tensors[1] = hf_to_meta_rows(tensors[1], c.num_key_value_heads)
         for name, t in zip(spec.meta, tensors):
