@@ -108,6 +108,7 @@ def _first_loss(save: Path, load: Path, tp: int, pp: int) -> float:
            str(free_port()), str(TOY), *flags]
     proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{load / 'iter_0000000'} has no manifest.json (a converted checkpoint)" in proc.stdout  # it was loaded
     (first, *_), _ = read_metrics(save / METRICS_NAME)
     assert first["iteration"] == 1
     return first["loss"]
