@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-from megapmc.checkpoint import model_io
+from megapmc.checkpoint import checkpointing, model_io
+from megapmc.checkpoint.checkpointing import TRACKER_NAME, iteration_dir_name
+from megapmc.checkpoint.errors import CheckpointError
 from megapmc.convert.errors import ConversionError
 from megapmc.convert.name_map import conversion_units, unit_params
 from megapmc.convert.safetensors_stream import SafetensorsReader, SafetensorsWriter
@@ -22,40 +24,33 @@ from megapmc.convert.sharding import megapmc_shapes, merge_param, reshard, shard
 from megapmc.model.config import LlamaConfig
 from megapmc.pipeline_parallel.config import PipelineConfig
 
-TRACKER_NAME = "latest_checkpointed_iteration.txt"
-
-
-def iteration_dir_name(iteration: int) -> str:
-    return f"iter_{iteration:07d}"
+CHOOSE_WITH_LOAD_DIR = "convert one of them: give its iter_XXXXXXX directory as --load-dir"
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """The ``iter_XXXXXXX`` directory that ``path`` (a run directory or an iteration directory) names."""
-    path = Path(path)
-    tracker = path / TRACKER_NAME
-    if tracker.is_file():
-        text = tracker.read_text().strip()
-        if not text.isdigit():
-            raise ConversionError(f"{tracker}: expected an iteration number, found {text!r}")
-        path = path / iteration_dir_name(int(text))
-        if not path.is_dir():
-            raise ConversionError(f"{tracker} names iteration {text}, but {path} does not exist")
-    config = path / model_io.CONFIG_NAME
-    if not config.is_file():
+    """The ``iter_XXXXXXX`` directory that ``path`` (a run directory or an iteration directory) names,
+    found as the trainer finds it (``checkpointing.resolve_checkpoint_dir``), with conversion's errors
+    and a check that it is megapmc's (a Hugging Face directory also has a ``config.json``)."""
+    try:
+        found = checkpointing.resolve_checkpoint_dir(path, choose=CHOOSE_WITH_LOAD_DIR)
+    except CheckpointError as e:
+        raise ConversionError(str(e)) from None
+    if found is None:
         raise ConversionError(
             f"{path}: neither {TRACKER_NAME} nor {model_io.CONFIG_NAME}, so this is not a megapmc checkpoint "
             f"(a run directory or an iter_XXXXXXX directory); check --load-dir and --loader"
         )
+    config = found / model_io.CONFIG_NAME
     try:
         is_megapmc = "format_version" in json.loads(config.read_text())
     except json.JSONDecodeError:
         is_megapmc = False
     if not is_megapmc:
         raise ConversionError(
-            f"{config}: has no format_version, so {path} is not a megapmc checkpoint (a Hugging Face directory "
+            f"{config}: has no format_version, so {found} is not a megapmc checkpoint (a Hugging Face directory "
             f"also has a config.json: use --loader hf for those); check --load-dir and --loader"
         )
-    return path
+    return found
 
 
 class _StageReaders:
