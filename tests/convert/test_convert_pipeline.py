@@ -31,7 +31,7 @@ def _hf_tensors(hf_dir: Path) -> dict[str, torch.Tensor]:
 def test_pp2_files_are_the_trainers(hf_gqa, tmp_path):
     _, hf_dir = hf_gqa
     out = _convert("hf", "megapmc", hf_dir, tmp_path / "tp2pp2", target_tensor_parallel_size=2,
-                   target_pipeline_parallel_size=2)
+                   target_pipeline_parallel_size=2, verify=True)  # --verify reads the stage files back
     ckpt = out / "iter_0000000"
     assert sorted(p.name for p in ckpt.glob("*.safetensors")) == [
         "model_tp00_pp000.safetensors", "model_tp00_pp001.safetensors",
