@@ -202,9 +202,10 @@ class VocabParallelEmbedding(nn.Module):
     """Token embedding with vocabulary rows split across TP ranks.
 
     Sharding: ``weight`` is ``[V/tp, h]`` holding rows ``[tp_rank·V/tp, (tp_rank+1)·V/tp)`` of the
-    vocabulary, padded with ``pad_to_multiple_of`` to ``V``, a multiple of it × tp (Megatron's padding). Input: token ids ``[s, b]`` (replicated). Each rank looks up the ids it owns (zeros
-    elsewhere) and the partial results are all-reduced to ``[s, b, h]``, or reduce-scattered to
-    ``[s/tp, b, h]`` with sequence parallelism.
+    ``num_embeddings`` vocabulary rows padded to ``V``, a multiple of ``pad_to_multiple_of × tp``
+    (Megatron's padding; none by default). Input: token ids ``[s, b]`` (replicated). Each rank looks up
+    the ids it owns (zeros elsewhere) and the partial results are all-reduced to ``[s, b, h]``, or
+    reduce-scattered to ``[s/tp, b, h]`` with sequence parallelism.
     """
 
     tensor_model_parallel = True  # its weight is split across TP (the optimizer's norm adds it over TP)
