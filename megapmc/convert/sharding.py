@@ -41,15 +41,13 @@ def layout_of(spec: ParamSpec, config: LlamaConfig) -> TensorLayout:
 def shard_param(spec: ParamSpec, full: list[torch.Tensor], config: LlamaConfig, tp: int) -> list[torch.Tensor]:
     """Full tensors (in ``spec.hf`` order) -> the megapmc parameter ``spec.megapmc`` on each TP rank."""
     config.check_tensor_parallel(tp)
-    layout = layout_of(spec, config)
-    return layout.split(layout.fuse(full), tp)
+    return layout_of(spec, config).split_parts(full, tp)
 
 
 def merge_param(spec: ParamSpec, shards: list[torch.Tensor], config: LlamaConfig) -> list[torch.Tensor]:
     """Per-rank megapmc tensors -> the full tensors in ``spec.hf`` order (padding dropped; a replicated
     parameter that differs between ranks is a ValueError)."""
-    layout = layout_of(spec, config)
-    return layout.unfuse(layout.merge(shards, spec.megapmc))
+    return layout_of(spec, config).merge_parts(shards, spec.megapmc)
 
 
 def full_shapes(spec: ParamSpec, config: LlamaConfig) -> list[tuple[int, ...]]:

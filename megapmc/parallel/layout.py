@@ -97,34 +97,50 @@ class TensorLayout:
         pad_shape[self.split_dim] = extra
         return torch.cat([full, full.new_zeros(pad_shape)], dim=self.split_dim)
 
+    def _cut(self, blocks: list[torch.Tensor], tp: int, rank: int) -> torch.Tensor:
+        """Rank ``rank``'s piece of each full block, concatenated: ``[block0_local; block1_local; ...]``."""
+        local = self.local_block_sizes(tp)
+        pieces = [blk.narrow(self.split_dim, rank * n, n) for blk, n in zip(blocks, local)]
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=self.split_dim)
+
     def shard(self, full: torch.Tensor, tp: int, rank: int) -> torch.Tensor:
         """TP rank ``rank``'s piece of ``full`` (real or padded size along ``split_dim``)."""
         if self.replicated:
             return full
         if self.pad_to_multiple_of is not None:
             full = self._pad(full, tp)
-        local = self.local_block_sizes(tp)
-        blocks = full.split(self.block_sizes(tp), dim=self.split_dim)
-        pieces = [blk.narrow(self.split_dim, rank * n, n) for blk, n in zip(blocks, local)]
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=self.split_dim)
+        return self._cut(list(full.split(self.block_sizes(tp), dim=self.split_dim)), tp, rank)
+
+    def split_parts(self, parts: list[torch.Tensor], tp: int) -> list[torch.Tensor]:
+        """The logical tensors (``[q, k, v]``, or ``[full]``) -> the ``tp`` ranks' pieces, contiguous and
+        ready to write, without building the fused full tensor."""
+        if self.replicated:
+            return [parts[0]] * tp
+        if self.pad_to_multiple_of is not None:
+            parts = [self._pad(parts[0], tp)]
+        return [self._cut(parts, tp, r).contiguous() for r in range(tp)]
 
     def split(self, full: torch.Tensor, tp: int) -> list[torch.Tensor]:
-        """``full`` -> the ``tp`` ranks' pieces (contiguous copies, ready to write)."""
-        return [self.shard(full, tp, r).contiguous() for r in range(tp)]
+        """``full`` -> the ``tp`` ranks' pieces."""
+        return self.split_parts(self.unfuse(full), tp)
 
-    def merge(self, shards: list[torch.Tensor], name: str = "tensor") -> torch.Tensor:
-        """Inverse of :meth:`split`: the real full tensor (padding dropped). A replicated tensor must be
-        identical on every rank; a difference means a corrupt checkpoint."""
+    def merge_parts(self, shards: list[torch.Tensor], name: str = "tensor") -> list[torch.Tensor]:
+        """Inverse of :meth:`split_parts`: the real logical tensors (padding dropped). A replicated tensor
+        must be identical on every rank; a difference means a corrupt checkpoint."""
         if self.replicated:
             for r, s in enumerate(shards[1:], start=1):
                 if not torch.equal(s, shards[0]):
                     raise ValueError(f"replicated parameter {name} differs between TP rank 0 and TP rank {r}")
-            return shards[0]
-        tp = len(shards)
-        pieces = [s.split(self.local_block_sizes(tp), dim=self.split_dim) for s in shards]  # tp × blocks
+            return [shards[0]]
+        pieces = [s.split(self.local_block_sizes(len(shards)), dim=self.split_dim) for s in shards]  # tp × blocks
         blocks = [torch.cat([p[j] for p in pieces], dim=self.split_dim) for j in range(len(pieces[0]))]
-        full = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=self.split_dim)
-        return full.narrow(self.split_dim, 0, self.shape[self.split_dim])
+        if self.pad_to_multiple_of is not None:
+            blocks = [blocks[0].narrow(self.split_dim, 0, self.shape[self.split_dim])]
+        return blocks
+
+    def merge(self, shards: list[torch.Tensor], name: str = "tensor") -> torch.Tensor:
+        """Inverse of :meth:`split`: the real full tensor."""
+        return self.fuse(self.merge_parts(shards, name))
 
     def unfuse(self, full: torch.Tensor) -> list[torch.Tensor]:
         """The logical tensors fused in ``full`` (``[q, k, v]``), or ``[full]``."""
