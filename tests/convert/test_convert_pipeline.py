@@ -65,6 +65,19 @@ def test_tp2_pp2_to_tp1_pp1_to_hf_equals_the_original(hf_gqa, tmp_path):
     assert back.keys() == original.keys() and all(torch.equal(back[n], original[n]) for n in original)
 
 
+def test_reshard_tp2_pp2_to_tp1_pp4_equals_direct_conversion(tmp_path):
+    hf_dir = tmp_path / "hf"
+    make_hf_model(num_layers=4).save_pretrained(hf_dir)
+    _convert("hf", "megapmc", hf_dir, tmp_path / "tp2pp2", target_tensor_parallel_size=2,
+             target_pipeline_parallel_size=2)
+    _convert("megapmc", "megapmc", tmp_path / "tp2pp2", tmp_path / "via", target_pipeline_parallel_size=4)
+    _convert("hf", "megapmc", hf_dir, tmp_path / "direct", target_pipeline_parallel_size=4)
+    for pp in range(4):
+        name = model_io.model_shard_name(0, pp)
+        via, direct = (load_file(str(tmp_path / d / "iter_0000000" / name)) for d in ("via", "direct"))
+        assert via.keys() == direct.keys() and all(torch.equal(via[n], direct[n]) for n in direct)
+
+
 @pytest.mark.parametrize("flags, stages", [
     ({"decoder_first_pipeline_num_layers": 1}, ({0}, {1, 2, 3})),
     ({"num_layers_per_virtual_pipeline_stage": 1}, ({0, 2}, {1, 3})),  # interleaved: chunks of each rank
