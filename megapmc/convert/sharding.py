@@ -18,13 +18,12 @@ import torch
 
 from megapmc.convert.name_map import ParamSpec, all_params, conversion_units, unit_params
 from megapmc.model.config import LlamaConfig
+from megapmc.model.llama import build_model
 from megapmc.parallel.layout import TensorLayout, param_layouts
 
 
 @functools.lru_cache(maxsize=8)
 def _layouts(config_json: str) -> dict[str, TensorLayout]:
-    from megapmc.model.llama import build_model  # the model imports the layers, not the converter
-
     config = LlamaConfig.from_dict(json.loads(config_json))
     return param_layouts(build_model(config, device="meta"))  # TP = 1: layouts do not depend on TP
 
