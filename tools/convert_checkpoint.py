@@ -27,7 +27,7 @@ def parse_args(argv=None) -> ConvertConfig:
     p.add_argument("--save-dir", required=True, help="must not exist; written as <save-dir>.tmp, then renamed")
     p.add_argument("--target-tensor-parallel-size", type=int, default=1, help="TP size of a megapmc output")
     p.add_argument("--target-pipeline-parallel-size", type=int, default=1,
-                   help="PP size of a megapmc output: one model_tpXX_ppYYY file per (TP, PP) rank, as the trainer saves")
+                   help="PP size of a megapmc output: a model_tpXX_ppYYY file per (TP, PP) rank, as the trainer saves")
     p.add_argument("--decoder-first-pipeline-num-layers", type=int, help="layers of the first stage (uneven split)")
     p.add_argument("--decoder-last-pipeline-num-layers", type=int, help="layers of the last stage (uneven split)")
     p.add_argument("--num-layers-per-virtual-pipeline-stage", type=int,

@@ -24,7 +24,7 @@ from megapmc.convert.sharding import megapmc_shapes, merge_param, reshard, shard
 from megapmc.model.config import LlamaConfig
 from megapmc.pipeline_parallel.config import PipelineConfig
 
-CHOOSE_WITH_LOAD_DIR = "convert one of them: give its iter_XXXXXXX directory as --load-dir"
+CHOOSE_ONE_DIRECTORY = "give one of them (its iter_XXXXXXX directory) instead"  # conversion and evaluation
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
@@ -32,7 +32,7 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     found as the trainer finds it (``checkpointing.resolve_checkpoint_dir``), with conversion's errors
     and a check that it is megapmc's (a Hugging Face directory also has a ``config.json``)."""
     try:
-        found = checkpointing.resolve_checkpoint_dir(path, choose=CHOOSE_WITH_LOAD_DIR)
+        found = checkpointing.resolve_checkpoint_dir(path, choose=CHOOSE_ONE_DIRECTORY)
     except CheckpointError as e:
         raise ConversionError(str(e)) from None
     if found is None:

@@ -86,8 +86,8 @@ def test_run_directory_without_a_usable_tracker_lists_its_checkpoints(hf_gqa, tm
     _, hf_dir = hf_gqa
     run = import_from_hf(hf_dir, tmp_path / "run")
     (run / "latest_checkpointed_iteration.txt").write_text("7")
-    with pytest.raises(ConversionError, match="names iteration 7 but .* does not exist; checkpoints present: "
-                                              "iter_0000000; convert one of them: give its iter_XXXXXXX"):
+    with pytest.raises(ConversionError, match=r"names iteration 7 but .* does not exist; checkpoints present: "
+                                              r"iter_0000000; give one of them \(its iter_XXXXXXX directory\)"):
         _convert("megapmc", run, tmp_path / "out", saver="hf")
     (run / "latest_checkpointed_iteration.txt").unlink()
     with pytest.raises(ConversionError, match="is missing but .* holds checkpoints"):

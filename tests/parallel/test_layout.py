@@ -22,7 +22,8 @@ def test_fused_blocks_are_split_one_by_one():
 def test_vocabulary_padding_follows_the_tp_size():
     layout = TensorLayout((10, 2), split_dim=0, pad_to_multiple_of=4)
     full = torch.randn(10, 2)
-    assert [layout.padded_shape(tp)[0] for tp in (1, 2, 3)] == [12, 16, 12] == [padded_size(10, 4, t) for t in (1, 2, 3)]
+    rows = [layout.padded_shape(tp)[0] for tp in (1, 2, 3)]
+    assert rows == [12, 16, 12] == [padded_size(10, 4, tp) for tp in (1, 2, 3)]
     shards = layout.split(full, 2)
     assert [s.shape[0] for s in shards] == [8, 8] and shards[1][2:].abs().sum() == 0  # zero padding rows
     assert torch.equal(layout.merge(shards), full)  # padding dropped
