@@ -75,6 +75,10 @@ RESHARD_HINT = (
     "afresh). Another data-parallel size needs none of this: the optimizer shards are merged on load"
 )
 
+# How the trainer's user picks a checkpoint when the tracker cannot (the converter names its own flag).
+CHOOSE_WITH_TRAINER_FLAGS = ("resume one with --ckpt-step N, or the newest intact one with "
+                             "--fallback-to-intact-checkpoint (nothing is deleted)")
+
 # What every state_tpXX_dpYY.json holds at least (the trainer adds its own counters and checks those).
 RUN_STATE_KEYS = ("iteration", "consumed_samples")
 
@@ -130,18 +134,19 @@ def set_rng_state(state: dict) -> None:
 # ---------------------------------------------------------------------------------------- tracker
 
 
-def read_tracker(save_dir: str | Path) -> int | None:
-    """The iteration named by ``latest_checkpointed_iteration.txt``, or None when there is none."""
+def read_tracker(save_dir: str | Path, choose: str = CHOOSE_WITH_TRAINER_FLAGS) -> int | None:
+    """The iteration named by ``latest_checkpointed_iteration.txt``, or None when there is none.
+    ``choose``: the advice an error ends with, after the list of checkpoints present."""
     path = Path(save_dir) / TRACKER_NAME
     if not path.is_file():
         return None
     try:
         text = path.read_text().strip()
     except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable ({e}); {_tracker_advice(path.parent)}") from None
+        raise CheckpointError(f"{path}: unreadable ({e}); {_tracker_advice(path.parent, choose)}") from None
     if not text.isdigit():
         raise CheckpointError(f"{path}: expected an iteration number, found {text[:40]!r}; "
-                              f"{_tracker_advice(path.parent)}")
+                              f"{_tracker_advice(path.parent, choose)}")
     return int(text)
 
 
@@ -155,20 +160,21 @@ def iteration_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def _tracker_advice(run_dir: Path) -> str:
+def _tracker_advice(run_dir: Path, choose: str = CHOOSE_WITH_TRAINER_FLAGS) -> str:
     names = [p.name for _, p in iteration_dirs(run_dir)]
     listed = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "") if names else "none"
-    return (f"checkpoints present: {listed}; resume one with --ckpt-step N, or the newest intact one with "
-            f"--fallback-to-intact-checkpoint (nothing is deleted)")
+    return f"checkpoints present: {listed}; {choose}"
 
 
-def resolve_checkpoint_dir(load: str | Path, ckpt_step: int | None = None, fallback: bool = False) -> Path | None:
+def resolve_checkpoint_dir(load: str | Path, ckpt_step: int | None = None, fallback: bool = False,
+                           choose: str = CHOOSE_WITH_TRAINER_FLAGS) -> Path | None:
     """``load`` is a run directory (its tracker, or ``ckpt_step``, names the checkpoint) or one checkpoint
     directory. None: a run directory with nothing saved yet (no tracker and no ``iter_*`` directory).
 
     A tracker that is missing, unreadable or names a missing directory while ``iter_*`` directories exist is
     an error listing them, never a fresh start that would overwrite them; ``fallback`` takes the newest
-    directory instead (``load_for_resume`` then verifies it, and older ones if it is damaged)."""
+    directory instead (``load_for_resume`` then verifies it, and older ones if it is damaged). ``choose``:
+    how the user picks one instead, ending those errors (the trainer's flags by default)."""
     load = Path(load)
     if (load / CONFIG_NAME).is_file():
         return load
@@ -178,10 +184,10 @@ def resolve_checkpoint_dir(load: str | Path, ckpt_step: int | None = None, fallb
     if ckpt_step is not None:
         ckpt = load / iteration_dir_name(ckpt_step)
         if not ckpt.is_dir():
-            raise CheckpointError(f"--ckpt-step {ckpt_step}: {ckpt} does not exist; {_tracker_advice(load)}")
+            raise CheckpointError(f"--ckpt-step {ckpt_step}: {ckpt} does not exist; {_tracker_advice(load, choose)}")
         return ckpt
     try:
-        iteration = read_tracker(load)
+        iteration = read_tracker(load, choose)
     except CheckpointError:
         if fallback and present:
             return present[0][1]
@@ -192,13 +198,13 @@ def resolve_checkpoint_dir(load: str | Path, ckpt_step: int | None = None, fallb
         if fallback:
             return present[0][1]
         raise CheckpointError(f"{load / TRACKER_NAME} is missing but {load} holds checkpoints; "
-                              f"{_tracker_advice(load)}")
+                              f"{_tracker_advice(load, choose)}")
     ckpt = load / iteration_dir_name(iteration)
     if not ckpt.is_dir():
         if fallback and present:
             return present[0][1]
         raise CheckpointError(f"{load / TRACKER_NAME} names iteration {iteration} but {ckpt} does not exist; "
-                              f"{_tracker_advice(load)}")
+                              f"{_tracker_advice(load, choose)}")
     return ckpt
 
 

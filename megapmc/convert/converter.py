@@ -22,6 +22,7 @@ from megapmc.convert.name_map import conversion_units, unit_params
 from megapmc.convert.sharding import full_shapes
 from megapmc.convert.verify import verify_conversion
 from megapmc.model.config import PRESETS, LlamaConfig
+from megapmc.pipeline_parallel.config import PipelineConfig
 
 SAVERS = ("hf", "megapmc")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -37,6 +38,11 @@ class ConvertConfig:
     load_dir: Path
     save_dir: Path
     target_tensor_parallel_size: int = 1
+    # A pipelined megapmc target, split as the trainer's flags of the same names split it.
+    target_pipeline_parallel_size: int = 1
+    decoder_first_pipeline_num_layers: int | None = None
+    decoder_last_pipeline_num_layers: int | None = None
+    num_layers_per_virtual_pipeline_stage: int | None = None
     dtype: str | None = None  # None: bf16 for a Hugging Face export, fp32 for megapmc
     tokenizer_model: Path | None = None
     model_preset: str | None = None  # if given, the source's shape must match this preset
@@ -46,6 +52,7 @@ class ConvertConfig:
     verify_tolerance: float = 1e-3
     progress: bool = True
     added_tokens: list[str] = field(default_factory=list)
+    pipeline: PipelineConfig = field(init=False)  # from the target_pipeline / decoder / virtual fields
 
     def __post_init__(self):
         if self.loader not in LOADERS:
@@ -58,6 +65,12 @@ class ConvertConfig:
             raise ConversionError(f"--model-preset {self.model_preset!r}: choose one of {', '.join(PRESETS)}")
         if self.target_tensor_parallel_size < 1:
             raise ConversionError(f"--target-tensor-parallel-size must be >= 1, got {self.target_tensor_parallel_size}")
+        try:
+            self.pipeline = PipelineConfig(
+                self.target_pipeline_parallel_size, self.num_layers_per_virtual_pipeline_stage,
+                self.decoder_first_pipeline_num_layers, self.decoder_last_pipeline_num_layers)
+        except ValueError as e:
+            raise ConversionError(_target_flags(str(e))) from None
         self.load_dir, self.save_dir = Path(self.load_dir), Path(self.save_dir)
         if self.tokenizer_model is not None:
             self.tokenizer_model = Path(self.tokenizer_model)
@@ -80,6 +93,18 @@ def check_preset(config: LlamaConfig, preset: str, where: Path) -> None:
             f"{where}: shapes do not match --model-preset {preset}: {', '.join(wrong)}; pick the preset of this "
             f"checkpoint or leave --model-preset out"
         )
+
+
+def _target_flags(message: str) -> str:
+    """A ``PipelineConfig`` message with the trainer's flag renamed to this tool's."""
+    return message.replace("--pipeline-model-parallel-size", "--target-pipeline-parallel-size")
+
+
+def check_pipeline_parallel(config: LlamaConfig, pipeline: PipelineConfig, where: Path) -> None:
+    try:
+        pipeline.stage_layers(config.num_layers)
+    except ValueError as e:
+        raise ConversionError(f"{where}: {_target_flags(str(e))}") from None
 
 
 def check_tensor_parallel(config: LlamaConfig, tp: int) -> None:
@@ -128,11 +153,13 @@ def convert(cfg: ConvertConfig) -> Path:
         check_preset(config, cfg.model_preset, cfg.load_dir)
     if cfg.make_vocab_size_divisible_by:
         config = config.replace(make_vocab_size_divisible_by=cfg.make_vocab_size_divisible_by)
-    tp = cfg.target_tensor_parallel_size
+    tp, pipeline = cfg.target_tensor_parallel_size, cfg.pipeline
     if cfg.saver == "megapmc":
         check_tensor_parallel(config, tp)
-    elif tp != 1:
-        raise ConversionError("--target-tensor-parallel-size applies to --saver megapmc only")
+        check_pipeline_parallel(config, pipeline, cfg.load_dir)
+    elif tp != 1 or pipeline.pipeline_model_parallel_size != 1:
+        raise ConversionError("--target-tensor-parallel-size and --target-pipeline-parallel-size apply to "
+                              "--saver megapmc only")
     tokenizer_model, added_tokens, tokenizer_section = _tokenizer_for(cfg, loader)
 
     tmp = cfg.save_dir.with_name(cfg.save_dir.name + ".tmp")
@@ -143,7 +170,7 @@ def convert(cfg: ConvertConfig) -> Path:
     else:
         extra = {"tokenizer": tokenizer_section,
                  "conversion": {"loader": cfg.loader, "load_dir": str(cfg.load_dir.resolve())}}
-        saver = MegapmcSaver(tmp, config, tp, cfg.torch_dtype, extra_config=extra)
+        saver = MegapmcSaver(tmp, config, tp, cfg.torch_dtype, extra_config=extra, pipeline=pipeline)
     units = conversion_units(config.num_layers)
     for unit in tqdm(units, desc=f"{cfg.loader} -> {cfg.saver}", unit="layer", disable=not cfg.progress):
         tensors = loader.read_unit(unit)

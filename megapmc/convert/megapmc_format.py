@@ -1,9 +1,11 @@
-"""megapmc checkpoints as a conversion source and target, at any tensor-parallel size.
+"""megapmc checkpoints as a conversion source and target, at any tensor- and pipeline-parallel size.
 
 A ``--load-dir`` may be a run directory (``latest_checkpointed_iteration.txt`` names the iteration) or one
 ``iter_XXXXXXX`` directory. Shards are read and written through the names and config of
 :mod:`megapmc.checkpoint.model_io`, one tensor at a time (:mod:`megapmc.convert.safetensors_stream`),
-so resharding a 13B checkpoint never holds more than a layer.
+so resharding a 13B checkpoint never holds more than a layer. A pipelined target gets the trainer's
+files: ``model_tpXX_ppYYY`` per (TP, PP) rank, each holding its stage's parameters under the one-process
+names, and the trainer's ``"parallel"`` section in ``config.json``.
 """
 from __future__ import annotations
 
@@ -12,47 +14,43 @@ from pathlib import Path
 
 import torch
 
-from megapmc.checkpoint import model_io
+from megapmc.checkpoint import checkpointing, model_io
+from megapmc.checkpoint.checkpointing import TRACKER_NAME, iteration_dir_name
+from megapmc.checkpoint.errors import CheckpointError
 from megapmc.convert.errors import ConversionError
-from megapmc.convert.name_map import unit_params
+from megapmc.convert.name_map import conversion_units, unit_params
 from megapmc.convert.safetensors_stream import SafetensorsReader, SafetensorsWriter
 from megapmc.convert.sharding import megapmc_shapes, merge_param, reshard, shard_param
 from megapmc.model.config import LlamaConfig
+from megapmc.pipeline_parallel.config import PipelineConfig
 
-TRACKER_NAME = "latest_checkpointed_iteration.txt"
-
-
-def iteration_dir_name(iteration: int) -> str:
-    return f"iter_{iteration:07d}"
+CHOOSE_ONE_DIRECTORY = "give one of them (its iter_XXXXXXX directory) instead"  # conversion and evaluation
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """The ``iter_XXXXXXX`` directory that ``path`` (a run directory or an iteration directory) names."""
-    path = Path(path)
-    tracker = path / TRACKER_NAME
-    if tracker.is_file():
-        text = tracker.read_text().strip()
-        if not text.isdigit():
-            raise ConversionError(f"{tracker}: expected an iteration number, found {text!r}")
-        path = path / iteration_dir_name(int(text))
-        if not path.is_dir():
-            raise ConversionError(f"{tracker} names iteration {text}, but {path} does not exist")
-    config = path / model_io.CONFIG_NAME
-    if not config.is_file():
+    """The ``iter_XXXXXXX`` directory that ``path`` (a run directory or an iteration directory) names,
+    found as the trainer finds it (``checkpointing.resolve_checkpoint_dir``), with conversion's errors
+    and a check that it is megapmc's (a Hugging Face directory also has a ``config.json``)."""
+    try:
+        found = checkpointing.resolve_checkpoint_dir(path, choose=CHOOSE_ONE_DIRECTORY)
+    except CheckpointError as e:
+        raise ConversionError(str(e)) from None
+    if found is None:
         raise ConversionError(
             f"{path}: neither {TRACKER_NAME} nor {model_io.CONFIG_NAME}, so this is not a megapmc checkpoint "
             f"(a run directory or an iter_XXXXXXX directory); check --load-dir and --loader"
         )
+    config = found / model_io.CONFIG_NAME
     try:
         is_megapmc = "format_version" in json.loads(config.read_text())
     except json.JSONDecodeError:
         is_megapmc = False
     if not is_megapmc:
         raise ConversionError(
-            f"{config}: has no format_version, so {path} is not a megapmc checkpoint (a Hugging Face directory "
+            f"{config}: has no format_version, so {found} is not a megapmc checkpoint (a Hugging Face directory "
             f"also has a config.json: use --loader hf for those); check --load-dir and --loader"
         )
-    return path
+    return found
 
 
 class _StageReaders:
@@ -121,30 +119,56 @@ class MegapmcLoader:
         self.readers = []
 
 
+def unit_stages(num_layers: int, pipeline: PipelineConfig) -> dict:
+    """Conversion unit -> the pipeline rank that holds it: the embedding on the first, each layer where
+    ``PipelineConfig.stage_layers`` puts it (chunks of an interleaved rank included), the final norm and
+    output layer on the last."""
+    stages = {"embedding": 0, "final": pipeline.pipeline_model_parallel_size - 1}
+    for rank, chunks in enumerate(pipeline.stage_layers(num_layers)):
+        stages.update({layer: rank for chunk in chunks for layer in chunk})
+    return stages
+
+
 class MegapmcSaver:
-    """Writes a megapmc run directory (``iter_0000000`` + tracker) with ``tp`` model shards."""
+    """Writes a megapmc run directory (``iter_0000000`` + tracker) with a model shard per TP rank, or per
+    (TP, PP) rank for a pipelined ``pipeline`` (``PipelineConfig.stage_layers`` raises a ValueError if
+    the layers do not split that way)."""
 
     def __init__(self, out_dir: str | Path, config: LlamaConfig, tp: int, dtype: torch.dtype = torch.float32,
-                 extra_config: dict | None = None, iteration: int = 0):
+                 extra_config: dict | None = None, iteration: int = 0, pipeline: PipelineConfig | None = None):
         config.check_tensor_parallel(tp)
+        self.pipeline = pipeline or PipelineConfig()
+        self.stage = unit_stages(config.num_layers, self.pipeline)
         self.out_dir, self.config, self.tp = Path(out_dir), config, tp
         self.iteration, self.extra_config = iteration, dict(extra_config or {})
         self.ckpt_dir = self.out_dir / iteration_dir_name(iteration)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        layout = {name: (dtype, shape) for name, shape in megapmc_shapes(config, tp).items()}
-        self.writers = [SafetensorsWriter(self.ckpt_dir / model_io.model_shard_name(r), layout) for r in range(tp)]
+        shapes = megapmc_shapes(config, tp)
+        pp = self.pipeline.pipeline_model_parallel_size
+        layouts: list[dict] = [{} for _ in range(pp)]  # per stage: name -> (dtype, shape), in storage order
+        for unit in conversion_units(config.num_layers):
+            for spec in unit_params(unit):
+                layouts[self.stage[unit]][spec.megapmc] = (dtype, shapes[spec.megapmc])
+        # writers[tp_rank][pp_rank]; without pipelining the PP = 1 file names (no _ppYYY)
+        self.writers = [[SafetensorsWriter(self.ckpt_dir / model_io.model_shard_name(r, None if pp == 1 else p),
+                                           layouts[p]) for p in range(pp)] for r in range(tp)]
 
     def write_unit(self, unit, tensors: dict[str, torch.Tensor]) -> None:
+        stage = self.stage[unit]
         for spec in unit_params(unit):
-            for writer, shard in zip(self.writers, shard_param(spec, [tensors[n] for n in spec.hf], self.config, self.tp)):
-                writer.write(spec.megapmc, shard)
+            shards = shard_param(spec, [tensors[n] for n in spec.hf], self.config, self.tp)
+            for writers, shard in zip(self.writers, shards):
+                writers[stage].write(spec.megapmc, shard)
 
     def finish(self) -> None:
-        for w in self.writers:
-            w.close()
+        for writers in self.writers:
+            for w in writers:
+                w.close()
+        # The trainer's "parallel" section (RunConfig.to_dict): the pipeline fields only when pipelining.
+        piped = self.pipeline.to_dict() if self.pipeline.pipeline_model_parallel_size > 1 else {}
         model_io.save_config(self.ckpt_dir, {
             **self.extra_config, "model": self.config.to_dict(),
-            "parallel": {**self.extra_config.get("parallel", {}), "tensor_model_parallel_size": self.tp},
+            "parallel": {**self.extra_config.get("parallel", {}), "tensor_model_parallel_size": self.tp, **piped},
         })
         (self.out_dir / TRACKER_NAME).write_text(str(self.iteration))
 

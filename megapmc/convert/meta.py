@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from megapmc.convert.errors import ConversionError
-from megapmc.convert.name_map import TPSplit, unit_params
+from megapmc.convert.name_map import unit_params
 from megapmc.convert.rotary_layout import meta_to_hf_rows
 from megapmc.model.config import LlamaConfig
 
@@ -109,7 +109,7 @@ class MetaLoader:
         out = {}
         for spec in unit_params(unit):
             tensors = [raw[n] for n in spec.meta]
-            if spec.tp_split is TPSplit.QKV:
+            if spec.rotary:
                 q, k, v = tensors
                 tensors = [meta_to_hf_rows(q, self.config.num_attention_heads),
                            meta_to_hf_rows(k, self.config.num_key_value_heads), v]

@@ -1,23 +1,14 @@
-"""The one table of parameter names: megapmc ⇄ Hugging Face ⇄ Meta, and how each tensor is sharded.
+"""The one table of parameter names: megapmc ⇄ Hugging Face ⇄ Meta.
 
 A megapmc parameter may fuse several Hugging Face / Meta tensors (``qkv_proj`` is ``q_proj; k_proj;
-v_proj``, ``gate_up_proj`` is ``gate_proj; up_proj``); the tuples below list them in fusion order.
-``{i}`` stands for the layer index. Every other module looks names up here instead of spelling them.
+v_proj``, ``gate_up_proj`` is ``gate_proj; up_proj``); the tuples below list them in fusion order, the
+order of the layer's blocks. ``{i}`` stands for the layer index. Every other module looks names up here
+instead of spelling them. How megapmc splits each parameter across TP ranks is not here: the layer that
+owns it declares that (``megapmc.parallel.layout``), and ``convert.sharding`` reads it off the model.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
-
-
-class TPSplit(str, Enum):
-    """How megapmc splits a parameter across tensor-parallel ranks (docs/architecture.md)."""
-
-    VOCAB_ROWS = "vocab_rows"  # rows = padded vocabulary, contiguous slice per rank
-    QKV = "qkv"  # rows, per rank [q_local; k_local; v_local]
-    GATE_UP = "gate_up"  # rows, per rank [gate_local; up_local]
-    COLUMNS = "columns"  # dim 1, contiguous slice per rank (row-parallel linears)
-    REPLICATED = "replicated"
 
 
 @dataclass(frozen=True)
@@ -25,9 +16,12 @@ class ParamSpec:
     megapmc: str
     hf: tuple[str, ...]
     meta: tuple[str, ...]
-    tp_split: TPSplit
-    # Dimension along which Meta's model-parallel shards (consolidated.NN.pth) are concatenated.
+    # Dimension along which Meta's model-parallel shards (consolidated.NN.pth) are concatenated: a fact
+    # of Meta's format (its own ColumnParallelLinear / RowParallelLinear / ParallelEmbedding), not ours.
     meta_mp_dim: int | None
+    # The first two tensors are q and k, whose rows Meta stores with rotary pairs interleaved
+    # (``rotary_layout``).
+    rotary: bool = False
 
     def format(self, layer: int | None) -> "ParamSpec":
         """This spec with ``{i}`` replaced by ``layer`` (global parameters are returned unchanged)."""
@@ -37,35 +31,35 @@ class ParamSpec:
             self.megapmc.format(i=layer),
             tuple(n.format(i=layer) for n in self.hf),
             tuple(n.format(i=layer) for n in self.meta),
-            self.tp_split,
             self.meta_mp_dim,
+            self.rotary,
         )
 
 
 EMBEDDING = ParamSpec("embed_tokens.weight", ("model.embed_tokens.weight",), ("tok_embeddings.weight",),
-                      TPSplit.VOCAB_ROWS, meta_mp_dim=1)  # Meta's ParallelEmbedding splits the hidden dim
-FINAL_NORM = ParamSpec("norm.weight", ("model.norm.weight",), ("norm.weight",), TPSplit.REPLICATED, None)
-OUTPUT_LAYER = ParamSpec("lm_head.weight", ("lm_head.weight",), ("output.weight",), TPSplit.VOCAB_ROWS, 0)
+                      meta_mp_dim=1)  # Meta's ParallelEmbedding splits the hidden dim
+FINAL_NORM = ParamSpec("norm.weight", ("model.norm.weight",), ("norm.weight",), None)
+OUTPUT_LAYER = ParamSpec("lm_head.weight", ("lm_head.weight",), ("output.weight",), 0)
 
 LAYER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("layers.{i}.input_layernorm.weight", ("model.layers.{i}.input_layernorm.weight",),
-              ("layers.{i}.attention_norm.weight",), TPSplit.REPLICATED, None),
+              ("layers.{i}.attention_norm.weight",), None),
     ParamSpec("layers.{i}.self_attn.qkv_proj.weight",
               ("model.layers.{i}.self_attn.q_proj.weight", "model.layers.{i}.self_attn.k_proj.weight",
                "model.layers.{i}.self_attn.v_proj.weight"),
               ("layers.{i}.attention.wq.weight", "layers.{i}.attention.wk.weight",
                "layers.{i}.attention.wv.weight"),
-              TPSplit.QKV, 0),
+              0, rotary=True),
     ParamSpec("layers.{i}.self_attn.o_proj.weight", ("model.layers.{i}.self_attn.o_proj.weight",),
-              ("layers.{i}.attention.wo.weight",), TPSplit.COLUMNS, 1),
+              ("layers.{i}.attention.wo.weight",), 1),
     ParamSpec("layers.{i}.post_attention_layernorm.weight", ("model.layers.{i}.post_attention_layernorm.weight",),
-              ("layers.{i}.ffn_norm.weight",), TPSplit.REPLICATED, None),
+              ("layers.{i}.ffn_norm.weight",), None),
     ParamSpec("layers.{i}.mlp.gate_up_proj.weight",
               ("model.layers.{i}.mlp.gate_proj.weight", "model.layers.{i}.mlp.up_proj.weight"),
               ("layers.{i}.feed_forward.w1.weight", "layers.{i}.feed_forward.w3.weight"),
-              TPSplit.GATE_UP, 0),
+              0),
     ParamSpec("layers.{i}.mlp.down_proj.weight", ("model.layers.{i}.mlp.down_proj.weight",),
-              ("layers.{i}.feed_forward.w2.weight",), TPSplit.COLUMNS, 1),
+              ("layers.{i}.feed_forward.w2.weight",), 1),
 )
 
 # Buffers some checkpoints carry that are recomputed at load time, never converted.

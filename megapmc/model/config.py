@@ -4,14 +4,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from megapmc.parallel.layout import padded_size
 from megapmc.utils.config import from_dict_strict
 
 
 def padded_vocab_size(vocab_size: int, make_vocab_size_divisible_by: int, tensor_model_parallel_size: int) -> int:
     """Megatron pads the vocabulary to a multiple of ``make_vocab_size_divisible_by × TP``, so every TP rank
-    holds an equal, aligned slice of the embedding and output layer."""
-    multiple = make_vocab_size_divisible_by * tensor_model_parallel_size
-    return -(-vocab_size // multiple) * multiple
+    holds an equal, aligned slice of the embedding and output layer (the layers' own padding)."""
+    return padded_size(vocab_size, make_vocab_size_divisible_by, tensor_model_parallel_size)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from megapmc.parallel.layers import (
     derive_seed,
     scaled_init_std,
 )
+from megapmc.parallel.layout import TensorLayout
 from megapmc.parallel.mappings import (
     copy_to_tensor_model_parallel_region,
     gather_from_tensor_model_parallel_region,
@@ -72,6 +73,7 @@ class RMSNorm(nn.Module):
         self.kernel = kernel
         self.sequence_parallel_group = sequence_parallel_group
         self.weight = nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype))
+        self.weight_layout = TensorLayout((hidden_size,))  # replicated on every TP rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
@@ -201,16 +203,18 @@ class LlamaModel(nn.Module):
 
         if pre_process:
             self.embed_tokens = VocabParallelEmbedding(
-                padded_vocab, config.hidden_size, parallel, init_std=config.init_method_std,
-                sequence_parallel=self.sequence_parallel, device=device, dtype=dtype)
+                config.vocab_size, config.hidden_size, parallel, init_std=config.init_method_std,
+                sequence_parallel=self.sequence_parallel,
+                pad_to_multiple_of=config.make_vocab_size_divisible_by, device=device, dtype=dtype)
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(config, parallel, options, kernels, device, dtype) for _ in self.layer_numbers)
         if post_process:
             self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, kernels.rms_norm,
                                 parallel.tp_group if self.sequence_parallel else None, device, dtype)
             self.lm_head = ColumnParallelLinear(
-                config.hidden_size, padded_vocab, parallel, init_std=config.init_method_std,
-                sequence_parallel=self.sequence_parallel, device=device, dtype=dtype)
+                config.hidden_size, config.vocab_size, parallel, init_std=config.init_method_std,
+                sequence_parallel=self.sequence_parallel,
+                pad_to_multiple_of=config.make_vocab_size_divisible_by, device=device, dtype=dtype)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings)
 
         local_vocab = padded_vocab // parallel.tp_size

@@ -8,6 +8,9 @@ Initialisation gives identical full weights at every TP size: each layer draws t
 generator seeded by ``seed`` and keeps its own slice (``init_weights(seed)``). A layer whose output rows
 stack several logical matrices (fused QKV, fused gate/up) draws and slices each one separately, so the
 per-rank layout is ``[a_local; b_local; ...]``.
+
+Each layer declares its weight's split in ``weight_layout`` (``megapmc.parallel.layout``); ``shard`` and
+checkpoint conversion both cut through it.
 """
 from __future__ import annotations
 
@@ -27,13 +30,8 @@ from megapmc.parallel.mappings import (
     reduce_from_tensor_model_parallel_region,
     reduce_scatter_to_sequence_parallel_region,
 )
+from megapmc.parallel.layout import TensorLayout
 from megapmc.parallel.state import ParallelState
-
-
-def _divide(numerator: int, denominator: int, what: str) -> int:
-    if numerator % denominator:
-        raise ValueError(f"{what} ({numerator}) is not divisible by the tensor-parallel size {denominator}")
-    return numerator // denominator
 
 
 def seeded_normal(shape: Sequence[int], std: float, seed: int, device, dtype) -> torch.Tensor:
@@ -101,7 +99,9 @@ class ColumnParallelLinear(nn.Module):
     """``Y = X Aᵀ`` with A's output rows split across TP ranks.
 
     Sharding: ``weight`` is ``[sum(output_sizes)/tp, input_size]``; each logical block of
-    ``output_sizes`` is split separately, so a rank holds ``[block0_local; block1_local; ...]``.
+    ``output_sizes`` is split separately, so a rank holds ``[block0_local; block1_local; ...]``. With
+    ``pad_to_multiple_of`` (the output layer: one block, the vocabulary) the rows are padded to a multiple
+    of it × tp (Megatron's vocabulary padding).
     Input: ``[s, b, in]`` replicated across TP (or ``[s/tp, b, in]`` with sequence parallelism, all-gathered
     here). Output: ``[s, b, out/tp]`` (TP region), or the full ``[s, b, out]`` with ``gather_output``.
     Backward all-reduces (or, with sequence parallelism, reduce-scatters) the input gradient.
@@ -111,13 +111,16 @@ class ColumnParallelLinear(nn.Module):
 
     def __init__(self, input_size: int, output_sizes: int | Sequence[int], parallel: ParallelState, *,
                  init_std: float = 0.02, gather_output: bool = False, sequence_parallel: bool = False,
-                 device=None, dtype=None):
+                 pad_to_multiple_of: int | None = None, device=None, dtype=None):
         super().__init__()
         if isinstance(output_sizes, int):
             output_sizes = [output_sizes]
         self.input_size = input_size
-        self.output_sizes = list(output_sizes)
-        self.local_sizes = [_divide(n, parallel.tp_size, "output size") for n in self.output_sizes]
+        self.weight_layout = TensorLayout((sum(output_sizes), input_size), split_dim=0,
+                                          blocks=tuple(output_sizes) if len(output_sizes) > 1 else None,
+                                          pad_to_multiple_of=pad_to_multiple_of)
+        self.output_sizes = self.weight_layout.block_sizes(parallel.tp_size)  # padding included
+        self.local_sizes = self.weight_layout.local_block_sizes(parallel.tp_size)
         self.parallel = parallel
         self.init_std = init_std
         self.gather_output = gather_output
@@ -135,8 +138,7 @@ class ColumnParallelLinear(nn.Module):
 
     def shard(self, full: torch.Tensor) -> torch.Tensor:
         """This rank's rows of the full weight ``[sum(output_sizes), in]``: ``[block0_local; ...]``."""
-        rank, blocks = self.parallel.tp_rank, full.split(self.output_sizes, dim=0)
-        return torch.cat([blk[rank * n:(rank + 1) * n] for blk, n in zip(blocks, self.local_sizes)], dim=0)
+        return self.weight_layout.shard(full, self.parallel.tp_size, self.parallel.tp_rank)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         group = self.parallel.tp_group
@@ -168,7 +170,8 @@ class RowParallelLinear(nn.Module):
         super().__init__()
         self.input_size = input_size
         self.output_size = output_size
-        self.local_input_size = _divide(input_size, parallel.tp_size, "input size")
+        self.weight_layout = TensorLayout((output_size, input_size), split_dim=1)
+        self.local_input_size = self.weight_layout.local_shape(parallel.tp_size)[1]
         self.parallel = parallel
         self.init_std = init_std
         self.sequence_parallel = sequence_parallel and parallel.tp_size > 1
@@ -182,8 +185,7 @@ class RowParallelLinear(nn.Module):
 
     def shard(self, full: torch.Tensor) -> torch.Tensor:
         """This rank's columns of the full weight: ``[out, in] -> [out, in/tp]``."""
-        start = self.parallel.tp_rank * self.local_input_size
-        return full[:, start:start + self.local_input_size]
+        return self.weight_layout.shard(full, self.parallel.tp_size, self.parallel.tp_rank)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight)  # [s, b, out], partial sum over this rank's input columns
@@ -199,23 +201,27 @@ class RowParallelLinear(nn.Module):
 class VocabParallelEmbedding(nn.Module):
     """Token embedding with vocabulary rows split across TP ranks.
 
-    Sharding: ``weight`` is ``[V/tp, h]`` holding rows ``[tp_rank·V/tp, (tp_rank+1)·V/tp)`` of the padded
-    vocabulary. Input: token ids ``[s, b]`` (replicated). Each rank looks up the ids it owns (zeros
-    elsewhere) and the partial results are all-reduced to ``[s, b, h]``, or reduce-scattered to
-    ``[s/tp, b, h]`` with sequence parallelism.
+    Sharding: ``weight`` is ``[V/tp, h]`` holding rows ``[tp_rank·V/tp, (tp_rank+1)·V/tp)`` of the
+    ``num_embeddings`` vocabulary rows padded to ``V``, a multiple of ``pad_to_multiple_of × tp``
+    (Megatron's padding; none by default). Input: token ids ``[s, b]`` (replicated). Each rank looks up
+    the ids it owns (zeros elsewhere) and the partial results are all-reduced to ``[s, b, h]``, or
+    reduce-scattered to ``[s/tp, b, h]`` with sequence parallelism.
     """
 
     tensor_model_parallel = True  # its weight is split across TP (the optimizer's norm adds it over TP)
 
     def __init__(self, num_embeddings: int, embedding_dim: int, parallel: ParallelState, *,
-                 init_std: float = 0.02, sequence_parallel: bool = False, device=None, dtype=None):
+                 init_std: float = 0.02, sequence_parallel: bool = False, pad_to_multiple_of: int | None = None,
+                 device=None, dtype=None):
         super().__init__()
-        self.num_embeddings = num_embeddings
+        self.weight_layout = TensorLayout((num_embeddings, embedding_dim), split_dim=0,
+                                          pad_to_multiple_of=pad_to_multiple_of)
+        self.num_embeddings = self.weight_layout.padded_shape(parallel.tp_size)[0]
         self.embedding_dim = embedding_dim
         self.parallel = parallel
         self.init_std = init_std
         self.sequence_parallel = sequence_parallel and parallel.tp_size > 1
-        self.num_local = _divide(num_embeddings, parallel.tp_size, "padded vocabulary size")
+        self.num_local = self.weight_layout.local_shape(parallel.tp_size)[0]
         self.vocab_start = parallel.tp_rank * self.num_local
         self.weight = nn.Parameter(torch.empty(self.num_local, embedding_dim, device=device, dtype=dtype))
 
@@ -227,7 +233,7 @@ class VocabParallelEmbedding(nn.Module):
 
     def shard(self, full: torch.Tensor) -> torch.Tensor:
         """This rank's vocabulary rows: ``[V, h] -> [V/tp, h]``."""
-        return full[self.vocab_start:self.vocab_start + self.num_local]
+        return self.weight_layout.shard(full, self.parallel.tp_size, self.parallel.tp_rank)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.parallel.tp_size == 1:

@@ -72,7 +72,7 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any) -> None
 
 def local_slices(model: torch.nn.Module, full: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """This TP rank's slices of a TP = 1 state dict (same names, same padded vocabulary), cut by each
-    parallel layer's own ``shard``: what a rank's weights or gradients must equal."""
+    parallel layer's own ``shard`` (its ``weight_layout``): what a rank's weights or gradients must equal."""
     modules = dict(model.named_modules())
     out = {}
     for name, tensor in full.items():

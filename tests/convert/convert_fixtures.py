@@ -7,18 +7,18 @@ from pathlib import Path
 
 import torch
 
-from megapmc.convert.name_map import TPSplit, all_params
+from megapmc.convert.name_map import all_params
 from megapmc.convert.rotary_layout import hf_to_meta_rows
 
 
-def make_hf_model(vocab_size=500, num_heads=4, num_kv_heads=2, seed=0, rope_theta=10000.0):
-    """A random ``LlamaForCausalLM`` (2 layers, hidden 64, GQA by default) in fp32. Norm weights are
+def make_hf_model(vocab_size=500, num_heads=4, num_kv_heads=2, seed=0, rope_theta=10000.0, num_layers=2):
+    """A random ``LlamaForCausalLM`` (``num_layers``, hidden 64, GQA by default) in fp32. Norm weights are
     randomised too, so a swapped or dropped norm shows in the logits."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=176, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, max_position_embeddings=128,
         rms_norm_eps=1e-6, rope_theta=rope_theta, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
     )
@@ -50,7 +50,7 @@ def save_meta_checkpoint(model, path: Path, model_parallel: int = 2) -> None:
     shards: list[dict[str, torch.Tensor]] = [{} for _ in range(model_parallel)]
     for spec in all_params(c.num_hidden_layers):
         tensors = [state[n] for n in spec.hf]
-        if spec.tp_split is TPSplit.QKV:
+        if spec.rotary:
             tensors[0] = hf_to_meta_rows(tensors[0], c.num_attention_heads)
             tensors[1] = hf_to_meta_rows(tensors[1], c.num_key_value_heads)
         for name, t in zip(spec.meta, tensors):

@@ -33,3 +33,11 @@ def test_error_is_one_line_and_exit_status_1(cli, tmp_path, capsys):
                      "--save-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("convert_checkpoint: error:") and "no config.json" in err
+
+
+def test_pipeline_flags_reach_the_converter(cli, tmp_path):
+    (tmp_path / "src").mkdir()
+    cfg = cli.parse_args(["--loader", "hf", "--saver", "megapmc", "--load-dir", str(tmp_path / "src"), "--save-dir",
+                          str(tmp_path / "out"), "--target-pipeline-parallel-size", "4",
+                          "--decoder-first-pipeline-num-layers", "9", "--decoder-last-pipeline-num-layers", "7"])
+    assert cfg.pipeline.stage_layers(40) == [[range(0, 9)], [range(9, 21)], [range(21, 33)], [range(33, 40)]]

@@ -80,3 +80,16 @@ def test_existing_output_and_tokenizer_mismatch(tmp_path, hf_gqa, spm_model):
     with pytest.raises(ConversionError, match="has 512 tokens, but the model's vocab_size is 500"):
         _convert("megapmc", out, tmp_path / "hf", saver="hf", tokenizer_model=spm_model)
     assert not (tmp_path / "hf").exists()
+
+
+def test_run_directory_without_a_usable_tracker_lists_its_checkpoints(hf_gqa, tmp_path):
+    _, hf_dir = hf_gqa
+    run = import_from_hf(hf_dir, tmp_path / "run")
+    (run / "latest_checkpointed_iteration.txt").write_text("7")
+    with pytest.raises(ConversionError, match=r"names iteration 7 but .* does not exist; checkpoints present: "
+                                              r"iter_0000000; give one of them \(its iter_XXXXXXX directory\)"):
+        _convert("megapmc", run, tmp_path / "out", saver="hf")
+    (run / "latest_checkpointed_iteration.txt").unlink()
+    with pytest.raises(ConversionError, match="is missing but .* holds checkpoints"):
+        _convert("megapmc", run, tmp_path / "out", saver="hf")
+    _convert("megapmc", run / "iter_0000000", tmp_path / "out", saver="hf")  # the advice works

@@ -1,11 +1,10 @@
-"""Split/merge of megapmc's fused and vocab-parallel parameters, at TP 1, 2 and 4."""
+"""Split/merge of megapmc's fused and vocab-parallel parameters, at TP 1, 2 and 4, through the layouts
+the model's layers declare."""
 import pytest
 import torch
 
 from megapmc.convert.name_map import all_params
-from megapmc.convert.sharding import (
-    hf_to_shards, megapmc_shapes, merge_qkv, pad_vocab_rows, reshard, shards_to_hf, split_gate_up, split_qkv,
-)
+from megapmc.convert.sharding import hf_to_shards, megapmc_shapes, model_layouts, reshard, shards_to_hf
 from megapmc.model import LlamaConfig, build_model
 from megapmc.parallel.state import ParallelState
 
@@ -25,15 +24,17 @@ def test_qkv_layout_per_rank_is_q_k_v_of_local_heads():
     q = torch.arange(8 * d).float()[:, None]
     k = 1000 + torch.arange(4 * d).float()[:, None]
     v = 2000 + torch.arange(4 * d).float()[:, None]
-    shards = split_qkv(q, k, v, CONFIG, 2)
+    layout = model_layouts(CONFIG)["layers.0.self_attn.qkv_proj.weight"]
+    shards = layout.split(layout.fuse([q, k, v]), 2)
     assert torch.equal(shards[1], torch.cat([q[4 * d:], k[2 * d:], v[2 * d:]]))
-    merged = merge_qkv(shards, CONFIG)
+    merged = layout.unfuse(layout.merge(shards))
     assert all(torch.equal(a, b) for a, b in zip(merged, [q, k, v]))
 
 
 def test_gate_up_layout_per_rank():
     gate, up = torch.randn(176, 3), torch.randn(176, 3)
-    shards = split_gate_up(gate, up, CONFIG, 2)
+    layout = model_layouts(CONFIG)["layers.0.mlp.gate_up_proj.weight"]
+    shards = layout.split(layout.fuse([gate, up]), 2)
     assert torch.equal(shards[0], torch.cat([gate[:88], up[:88]]))
 
 
@@ -66,4 +67,4 @@ def test_replicated_mismatch_and_bad_tp_are_errors():
     with pytest.raises(ValueError, match="does not divide num_attention_heads"):
         hf_to_shards(_random_hf_state(CONFIG), CONFIG, 3)
     with pytest.raises(ValueError, match="more than the padded size"):
-        pad_vocab_rows(torch.zeros(600, 2), 512)
+        model_layouts(CONFIG)["embed_tokens.weight"].split(torch.zeros(600, 2), 1)
