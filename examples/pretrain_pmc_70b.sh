@@ -13,8 +13,9 @@
 # x DP=1 needs 49 GiB (more stages, no optimizer sharding). Override with TP=..., PP=..., MBS=....
 #
 # Checkpoints: one file per (TP, PP) rank (model_tpXX_ppYYY, optim_tpXX_ppYYY_dpZZ), under the
-# one-process names, so conversion and evaluation read them like any other; LLAMA_CKPT is converted at
-# TP=8 only (tools/convert_checkpoint.py has no PP flag: each stage reads its own layers from it).
+# one-process names, so conversion and evaluation read them like any other. Convert LLAMA_CKPT into this
+# layout (--target-tensor-parallel-size $TP --target-pipeline-parallel-size $PP) and each stage reads only
+# its own files; a TP-only conversion works too (each stage then picks its layers out of it).
 #
 # Environment (the run stops with a message naming what is missing):
 #   BOOKS_PREFIX, PAPERS_PREFIX, GENERAL_PREFIX  indexed datasets (tools/preprocess_data.py output, no .bin/.idx);
@@ -22,7 +23,7 @@
 #   optional VALID_PREFIX  held-out documents for validation (as examples/pretrain_pmc_13b.sh). Unset: no validation.
 #   TOKENIZER_MODEL   LLaMA-2's tokenizer.model
 #   LLAMA_CKPT        LLaMA-2-70B converted to megapmc (tools/convert_checkpoint.py --loader hf --saver megapmc
-#                     --target-tensor-parallel-size $TP)
+#                     --target-tensor-parallel-size $TP --target-pipeline-parallel-size $PP)
 #   CHECKPOINT_DIR    run directory: checkpoints, metrics.jsonl; a restart resumes from it (shared filesystem)
 #   optional: TENSORBOARD_DIR (default $CHECKPOINT_DIR/tensorboard), DATA_CACHE_PATH, GPUS_PER_NODE (8),
 #             NNODES (1), NODE_RANK (0), MASTER_ADDR (localhost), MASTER_PORT (6000), DRY_RUN=1
