@@ -70,7 +70,7 @@ def cloze_prompt(item: MultipleChoiceItem, instruction: str) -> str:
     return template.build_prompt(instruction, mcq_input.split("\n###Options:")[0]) + "###Rationale:"
 
 
-def score_task(backend: CausalLMBackend, data_dir: str | Path, name: str, max_new_tokens: int = 32) -> TaskScore:
+def score_task(backend: CausalLMBackend, data_dir: str | Path, name: str, max_new_tokens: int = 16) -> TaskScore:
     task = get_task(name)
     items = task.load(data_dir, "test").items
     if not items:
