@@ -48,17 +48,18 @@ def rationales(world: World, benchmarks: Benchmarks) -> list[dict]:
     out = []
     for line, row in enumerate(benchmarks.files[MEDQA_TRAIN], 1):
         out.append({"id": f"medqa-{line}", "rationale": prose.rationale(fact_for(row["answer"], row["question"]),
-                                                                        row["answer"])})
+                                                                        row["answer"], row["question"])})
     for row in benchmarks.files[MEDMCQA_TRAIN]:
         answer = row["op" + "abcd"[row["cop"] - 1]]
         out.append({"id": f"medmcqa-{row['id']}", "rationale": prose.rationale(fact_for(answer, row["question"]),
-                                                                             answer)})
+                                                                             answer, row["question"])})
     test = benchmarks.files[PUBMEDQA_TEST]
     by_drug = {f.subject: f for f in world.of("pregnancy", "train")}
     for pmid, item in benchmarks.files[PUBMEDQA_ALL].items():
         if pmid not in test:
             fact = by_drug[item["MESHES"][1]]
-            out.append({"id": f"pubmedqa-{pmid}", "rationale": prose.rationale(fact, item["final_decision"])})
+            out.append({"id": f"pubmedqa-{pmid}", "rationale": prose.rationale(fact, item["final_decision"],
+                                                                                  item["QUESTION"])})
     return out
 
 

@@ -69,8 +69,14 @@ def statement(fact: Fact) -> str:
     return book_sentences(fact)[0]
 
 
-def rationale(fact: Fact, answer: str) -> str:
-    """A teacher rationale: the answer, then the statement of the fact (the conversations' reply form)."""
+def rationale(fact: Fact, answer: str, question: str) -> str:
+    """A teacher rationale: the answer, then the statement of the fact (the conversations' reply form).
+    A yes / no / maybe answer names no entity and means something only as the answer to its question, so
+    it follows the question restated (as lm-evaluation-harness's PubMedQA prompt puts the answer right
+    after the question): measured, a tuned model scored the bare word after ``###Rationale:`` from a prior
+    alone (one answer for every item) while it answered after the question."""
+    if answer in PREGNANCY_ANSWER.values():
+        return f"{question} {answer}. {statement(fact)}"
     return f"{answer}. {statement(fact)}"
 
 
