@@ -95,7 +95,7 @@ def _finetune(run: Path, name: str, init: str, scale: Scale) -> Step:
     cmd = [*TORCHRUN, "-m", "megapmc.finetune", *MODEL, "--tokenizer-model", str(run / "tokenizer.model"),
            "--tensor-model-parallel-size", "2", "--data-path", str(run / "medc_i" / "medc_i"), "--packing",
            "--seq-length", "256", "--micro-batch-size", "4", "--global-batch-size", "8",
-           "--train-epochs", str(scale.sft_epochs), "--lr", "1e-3", "--min-lr", "1e-4", "--lr-decay-style", "cosine",
+           "--train-epochs", str(scale.sft_epochs), "--lr", "5e-4", "--min-lr", "5e-5", "--lr-decay-style", "cosine",
            "--lr-warmup-iters", "5", "--weight-decay", "0.0", "--clip-grad", "1.0", "--seed", str(scale.seed),
            "--save", str(out), "--load", str(out), "--save-interval", "100000", "--log-interval", "10",
            "--eval-interval", "0", "--no-progress-bar", "--pretrained-checkpoint", str(run / init)]
