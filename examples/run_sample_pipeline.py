@@ -47,7 +47,7 @@ class Scale:
     num_diseases: int = 72
     vocab_size: int = 1024
     base_iters: int = 60
-    ki_iters: int = 300
+    ki_iters: int = 250
     base_lr: float = 3e-3
     ki_lr: float = 6e-3
     sft_epochs: int = 3
