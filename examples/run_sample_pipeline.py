@@ -6,7 +6,7 @@ A generated medical world (megapmc/sample_data/world, docs/ablation.md) gives th
 sources and benchmark items about held-out facts. Steps (each skipped when already done with the same
 command; see megapmc.pipeline):
   1. the world: books, papers, general text; MedC-I sources (training facts); MedQA/MedMCQA/PubMedQA files
-  2. a LLaMA-style SentencePiece tokenizer trained on the corpora (no download)
+  2. a LLaMA-style SentencePiece tokenizer trained on the corpora and the prompts' wording (no download)
   3. tokenise books, papers and general text into Megatron .bin/.idx shards (C++ builder)
   4. the data plan of the 15:4:1 books:papers:general blend
   5. the base model (standing in for LLaMA): pretrained on general text only, TP=2 under torchrun (gloo);
@@ -25,6 +25,7 @@ command; see megapmc.pipeline):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -46,8 +47,10 @@ class Scale:
     num_diseases: int = 72
     vocab_size: int = 1024
     base_iters: int = 60
-    ki_iters: int = 300
-    sft_epochs: int = 4
+    ki_iters: int = 250
+    base_lr: float = 3e-3
+    ki_lr: float = 6e-3
+    sft_epochs: int = 3
     seed: int = 1234
     papers_only_row: bool = True
 
@@ -69,12 +72,13 @@ ROWS = [
 ]
 
 
-def _pretrain(run: Path, name: str, data_path: list[str], iters: int, scale: Scale, init: str | None) -> Step:
+def _pretrain(run: Path, name: str, data_path: list[str], iters: int, lr: float, scale: Scale,
+              init: str | None) -> Step:
     out = run / name
     cmd = [*TORCHRUN, "-m", "megapmc.pretrain", *MODEL, "--tokenizer-model", str(run / "tokenizer.model"),
            "--tensor-model-parallel-size", "2", "--sequence-parallel", "--data-path", *data_path,
            "--split", "100,0,0", "--seq-length", "128", "--micro-batch-size", "16", "--global-batch-size", "16",
-           "--train-iters", str(iters), "--lr", "3e-3", "--min-lr", "3e-4", "--lr-decay-style", "cosine",
+           "--train-iters", str(iters), "--lr", str(lr), "--min-lr", str(lr / 10), "--lr-decay-style", "cosine",
            "--lr-warmup-iters", "10", "--weight-decay", "0.0", "--clip-grad", "1.0", "--seed", str(scale.seed),
            "--save", str(out), "--load", str(out), "--save-interval", str(iters), "--log-interval", "25",
            "--eval-interval", "0", "--no-progress-bar"]
@@ -91,7 +95,7 @@ def _finetune(run: Path, name: str, init: str, scale: Scale) -> Step:
     cmd = [*TORCHRUN, "-m", "megapmc.finetune", *MODEL, "--tokenizer-model", str(run / "tokenizer.model"),
            "--tensor-model-parallel-size", "2", "--data-path", str(run / "medc_i" / "medc_i"), "--packing",
            "--seq-length", "256", "--micro-batch-size", "4", "--global-batch-size", "8",
-           "--train-epochs", str(scale.sft_epochs), "--lr", "1e-3", "--min-lr", "1e-4", "--lr-decay-style", "cosine",
+           "--train-epochs", str(scale.sft_epochs), "--lr", "5e-4", "--min-lr", "5e-5", "--lr-decay-style", "cosine",
            "--lr-warmup-iters", "5", "--weight-decay", "0.0", "--clip-grad", "1.0", "--seed", str(scale.seed),
            "--save", str(out), "--load", str(out), "--save-interval", "100000", "--log-interval", "10",
            "--eval-interval", "0", "--no-progress-bar", "--pretrained-checkpoint", str(run / init)]
@@ -102,6 +106,24 @@ def _finetune(run: Path, name: str, init: str, scale: Scale) -> Step:
 def _plot(out: Path) -> list[str]:
     """Loss, learning rate and throughput of a run as a PNG (TensorBoard logs are beside it)."""
     return [PY, "tools/plot_run.py", str(out), "--output", str(out / "run.png")]
+
+
+# Runs a script once per argument list in one interpreter: torch and transformers are imported once, not
+# once per model (each import costs seconds of CPU). The first failing run stops with its exit status.
+_RUN_EACH = """import json, runpy, sys
+script, argvs = sys.argv[1], json.loads(sys.argv[2])
+for argv in argvs:
+    sys.argv = [script, *argv]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        if e.code:
+            raise
+"""
+
+
+def _in_one_process(script: str, argvs: list[list[str]]) -> list[str]:
+    return [PY, "-c", _RUN_EACH, script, json.dumps(argvs)]
 
 
 def build_steps(run: Path, scale: Scale) -> list[Step]:
@@ -116,8 +138,9 @@ def build_steps(run: Path, scale: Scale) -> list[Step]:
             [PY, "-m", "megapmc.sample_data.world", "--output-dir", str(world), "--seed", str(scale.seed),
              "--num-diseases", str(scale.num_diseases)],
         ], outputs=[world]),
-        Step("tokenizer", "train a LLaMA-style SentencePiece tokenizer on the corpora", [
-            [PY, "tools/train_tokenizer.py", "--input", *map(str, corpus.values()), "--vocab-size",
+        Step("tokenizer", "train a LLaMA-style SentencePiece tokenizer on the corpora and the prompts' wording", [
+            [PY, "tools/train_tokenizer.py", "--input", *map(str, corpus.values()),
+             str(world / "tokenizer" / "prompts.jsonl"), "--vocab-size",
              str(scale.vocab_size), "--output-prefix", str(run / "tokenizer")],
         ]),
         Step("preprocess", "tokenise books, papers and general text into indexed datasets", [
@@ -129,10 +152,10 @@ def build_steps(run: Path, scale: Scale) -> list[Step]:
             [PY, "tools/data_plan.py", "--data-path", *blend, "--split", "100,0,0", "--seq-length", "128",
              "--global-batch-size", "16", "--train-iters", str(scale.ki_iters)],
         ]),
-        _pretrain(run, "base", [prefix["general"]], scale.base_iters, scale, None),
-        *([_pretrain(run, "ki_papers", [prefix["papers"]], scale.ki_iters, scale, "base")]
+        _pretrain(run, "base", [prefix["general"]], scale.base_iters, scale.base_lr, scale, None),
+        *([_pretrain(run, "ki_papers", [prefix["papers"]], scale.ki_iters, scale.ki_lr, scale, "base")]
           if scale.papers_only_row else []),
-        _pretrain(run, "ki", blend, scale.ki_iters, scale, "base"),
+        _pretrain(run, "ki", blend, scale.ki_iters, scale.ki_lr, scale, "base"),
         Step("medc_i", "MedC-I: build the instruction data from training facts, tokenise with loss masks", [
             [PY, "tools/build_instruction_data.py", "--output", str(run / "medc_i" / "medc_i.jsonl"),
              "--conversations", str(medc_i / "conversations.json"),
@@ -151,9 +174,9 @@ def build_steps(run: Path, scale: Scale) -> list[Step]:
         Step("export_hf", "export every model to Hugging Face (logits verified)", [
             # The converter refuses an existing --save-dir: a rerun after an interruption starts afresh.
             [PY, "-c", "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)", str(hf)],
-            *([PY, "tools/convert_checkpoint.py", "--loader", "megapmc", "--saver", "hf", "--load-dir",
-               str(run / folder), "--save-dir", str(hf / folder), "--tokenizer-model", str(tok), "--dtype", "fp32",
-               "--verify"] for _, folder in rows),
+            _in_one_process("tools/convert_checkpoint.py", [
+                ["--loader", "megapmc", "--saver", "hf", "--load-dir", str(run / folder), "--save-dir", str(hf / folder),
+                 "--tokenizer-model", str(tok), "--dtype", "fp32", "--verify"] for _, folder in rows]),
         ], outputs=[hf]),
         Step("ablation", "the ablation table: three benchmarks with 95% CI, forgetting on general text", [
             [PY, "tools/ablation_table.py", *(a for name, folder in rows for a in ("--row", f"{name}={hf / folder}")),

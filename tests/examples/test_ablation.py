@@ -12,8 +12,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TASKS = ("medqa", "medmcqa", "pubmedqa")
 # Mean accuracy over the three benchmarks, in points: the full recipe must beat instruction tuning alone
-# (no knowledge injection) by this much. Measured with the fixed seed: see the assertion message.
-MARGIN = 10.0
+# (no knowledge injection) and the base model by this much. Measured with the fixed seed (docs/ablation.md):
+# 44.9 against 23.0 and 24.7, a 21.9-point margin.
+MARGIN = 15.0
+# Benchmarks on which the full recipe's 95% interval must lie above chance. Measured lower bounds: MedQA
+# 29.0% and MedMCQA 32.8% (chance 25%). PubMedQA's, 36.4% against 33.3%, is two answers from chance, too thin
+# to assert on another machine's arithmetic; its accuracy must still clear chance by PUBMEDQA_MARGIN.
+LOWER_BOUND_ABOVE_CHANCE = ("medqa", "medmcqa")
+PUBMEDQA_MARGIN = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +48,12 @@ def test_full_recipe_beats_no_injection(quick_run):
     summary = {name: round(_mean_acc(r), 1) for name, r in rows.items()}
     assert _mean_acc(full) >= _mean_acc(it_only) + MARGIN, summary
     assert _mean_acc(full) >= _mean_acc(base) + MARGIN, summary
+    # The full recipe knows the held-out facts: its 95% interval lies above chance (PubMedQA: see above).
+    for task in LOWER_BOUND_ABOVE_CHANCE:
+        score = full["tasks"][task]
+        assert score["ci95"][0] > score["chance"], (task, score["ci95"], score["chance"], summary)
+    pubmedqa = full["tasks"]["pubmedqa"]
+    assert 100 * (pubmedqa["acc"] - pubmedqa["chance"]) >= PUBMEDQA_MARGIN, (pubmedqa, summary)
     # Instruction tuning teaches the answer format; without it the model does not answer in it.
     assert full["parseable_share"] > 0.5 > base["parseable_share"], summary
     # Instruction tuning alone does not teach the held-out facts: it stays within 10 points of the base model.

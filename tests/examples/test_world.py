@@ -60,3 +60,29 @@ def test_bad_size_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="num_diseases must be"):
         write_world(tmp_path, num_diseases=25)
     assert not any(tmp_path.iterdir())
+
+
+def test_tokenizer_prompt_wording_names_no_entity(world_dir):
+    world = generate_world(7, 24)
+    text = (world_dir / "tokenizer" / "prompts.jsonl").read_text()
+    names = world.drugs + world.diseases + world.findings + world.mechanisms
+    assert "### Instruction:" in text and [n for n in names if n in text] == []
+
+
+def test_teacher_rationales_name_the_answer_first(world_dir):
+    # The ablation scores each option's text right after "###Rationale:" (after the restated question
+    # for PubMedQA), so a training rationale must put the answer there.
+    bench = world_dir / "benchmarks"
+    rationales = {r["id"]: r["rationale"] for r in map(json.loads, (world_dir / "medc_i/rationales.jsonl")
+                                                         .read_text().splitlines())}
+    medqa = [json.loads(line) for line in (bench / "medqa/US/4_options/phrases_no_exclude_train.jsonl").open()]
+    medmcqa = [json.loads(line) for line in (bench / "medmcqa/train.json").open()]
+    test_pmids = set(json.loads((bench / "pubmedqa/test_ground_truth.json").read_text()))
+    pqal = {k: v for k, v in json.loads((bench / "pubmedqa/ori_pqal.json").read_text()).items()
+            if k not in test_pmids}
+    expected = {f"medqa-{i}": row["answer"] + ". " for i, row in enumerate(medqa, 1)}
+    expected |= {f"medmcqa-{row['id']}": row["op" + "abcd"[row["cop"] - 1]] + ". " for row in medmcqa}
+    expected |= {f"pubmedqa-{k}": f"{v['QUESTION']} {v['final_decision']}. " for k, v in pqal.items()}
+    assert expected and set(rationales) == set(expected)
+    for key, start in expected.items():
+        assert rationales[key].startswith(start), (key, rationales[key])

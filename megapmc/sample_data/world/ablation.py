@@ -64,13 +64,18 @@ class RowScore:
 
 
 def cloze_prompt(item: MultipleChoiceItem, instruction: str) -> str:
-    """The instruction prompt of ``item`` with its context and question but not its options."""
+    """The instruction prompt of ``item`` with its context and question but not its options, then the
+    rationale's opening: ``###Rationale:``, and for a yes / no / maybe item its question restated (the
+    world's teacher rationales answer such a question right after restating it: prose.rationale)."""
     context = " ".join(item.contexts) if item.contexts else None
     mcq_input = template.format_mcq_input(item.question, dict(zip(item.letters, item.texts)), context)
-    return template.build_prompt(instruction, mcq_input.split("\n###Options:")[0]) + "###Rationale:"
+    opener = "###Rationale:"
+    if item.texts == template.PUBMEDQA_OPTIONS:
+        opener += " " + item.question
+    return template.build_prompt(instruction, mcq_input.split("\n###Options:")[0]) + opener
 
 
-def score_task(backend: CausalLMBackend, data_dir: str | Path, name: str, max_new_tokens: int = 32) -> TaskScore:
+def score_task(backend: CausalLMBackend, data_dir: str | Path, name: str, max_new_tokens: int = 16) -> TaskScore:
     task = get_task(name)
     items = task.load(data_dir, "test").items
     if not items:

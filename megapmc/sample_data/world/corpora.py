@@ -8,15 +8,23 @@
   repeats a finding), so that papers-only facts are seen about as often as books' under 15:4:1.
 - **General text**: everyday prose with no medical word; a second, disjoint draw is held out for the
   forgetting check (perplexity), never trained on.
+- **Prompt wording** (for the tokenizer only, never trained on): the instruction template and the
+  instructions MedC-I and the evaluation use. LLaMA's tokenizer learnt such English from the web; a
+  tokenizer trained on the corpora alone splits it into letters and bytes, which doubled the length of
+  every instruction sample (half of them no longer fitted in the sequence, their answers cut off).
 """
 from __future__ import annotations
 
 import random
 
-from megapmc.sample_data.world import prose
+from megapmc.sample_data.world import medc_i, prose
 from megapmc.sample_data.world.entities import World
+from megapmc.sft import template
+from megapmc.sft.sources.umls import DEFINITION_INSTRUCTIONS, RELATION_INSTRUCTIONS
 
 PAPER_COPIES = 2
+# Copies of each prompt line: as frequent as the corpora's own frequent words, so its words become pieces.
+PROMPT_COPIES = 30
 _BOOK_FILLER = ["This chapter reviews the condition in detail.", "The condition is seen in clinics worldwide.",
                 "Careful history and examination remain essential.", "Follow-up visits should be planned early.",
                 "Management should be reviewed at every visit."]
@@ -99,3 +107,13 @@ def general_text(rng: random.Random, num_docs: int, prefix: str) -> list[dict]:
                 sentences.append(f"{g['subject']} {g['verb']} {g['object']} {g['time']}.")
         docs.append({"id": f"{prefix}-{i:04d}", "text": " ".join(sentences)})
     return docs
+
+
+def prompt_text() -> list[dict]:
+    """The fixed wording of every instruction prompt (no entity, no fact), ``PROMPT_COPIES`` times."""
+    instructions = [template.MCQ_INSTRUCTION, template.MCQ_RATIONALE_INSTRUCTION, template.PUBMEDQA_INSTRUCTION,
+                    template.PUBMEDQA_LONG_ANSWER_INSTRUCTION, *DEFINITION_INSTRUCTIONS, *RELATION_INSTRUCTIONS,
+                    *(i for key, pool in medc_i.INSTRUCTION_POOL.items() for i in (key, *pool))]
+    frame = "###Context: We\n###Question: Is\n###Options:\nA. yes\n###Rationale: The\n###Answer: OPTION A IS CORRECT."
+    lines = [template.build_prompt(i, frame) for i in instructions] + [template.build_prompt(i) for i in instructions]
+    return [{"id": f"prompt-{n:04d}", "text": text} for n, text in enumerate(lines * PROMPT_COPIES)]

@@ -25,7 +25,7 @@ RELATIONS = ("treats", "presents", "acts_by", "pregnancy")
 PREGNANCY_VALUES = ("safe", "unsafe", "uncertain")
 DRUGS_PER_MECHANISM = 3
 COVERAGE_SHARES = {"books": 0.5, "both": 0.3, "papers": 0.2}  # books state 80% of facts, papers 50%
-HELDOUT_SHARE = 0.5
+HELDOUT_SHARE = 0.6
 
 # Syllables that read as pharmacology without being a real name.
 _DRUG_STEMS = ["val", "tor", "cef", "mox", "lin", "dar", "pex", "sul", "bren", "quin", "zol", "fen", "tar",

@@ -1,8 +1,8 @@
 """MedC-I's sources about the world, from ``train`` facts only (never a held-out one).
 
 - conversations (ChatDoctor style, ``[{"instruction", "input", "output"}]``) with an instruction pool;
-- teacher rationales for the MedQA training items (JSON lines ``{"id", "rationale"}``; MedMCQA's ``exp`` and
-  PubMedQA's ``LONG_ANSWER`` serve as theirs, written by ``benchmarks``);
+- teacher rationales for the training items of MedQA, MedMCQA and PubMedQA (JSON lines ``{"id", "rationale"}``;
+  they take the place of MedMCQA's ``exp`` and PubMedQA's ``LONG_ANSWER``, written by ``benchmarks``);
 - UMLS Metathesaurus files in the RRF format (pipe-separated, a trailing ``|``; columns as the UMLS
   Reference Manual, section 3.3, lists them): ``MRCONSO.RRF`` names every entity, ``MRDEF.RRF`` defines
   the drugs by their training-split mechanism, ``MRREL.RRF`` holds the training-split relations.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 from megapmc.sample_data.world import prose
-from megapmc.sample_data.world.benchmarks import Benchmarks, MEDQA_TRAIN
+from megapmc.sample_data.world.benchmarks import MEDMCQA_TRAIN, MEDQA_TRAIN, PUBMEDQA_ALL, PUBMEDQA_TEST, Benchmarks
 from megapmc.sample_data.world.entities import World
 
 CHAT_INSTRUCTION = "If you are a doctor, please answer the medical questions based on the patient's description."
@@ -36,14 +36,30 @@ def conversations(world: World, rng: random.Random) -> list[dict]:
 
 
 def rationales(world: World, benchmarks: Benchmarks) -> list[dict]:
-    """A rationale per MedQA training item: the fact it asks about, as a textbook states it."""
-    by_answer = {}
-    for fact in world.of("treats", "train") + world.of("presents", "train"):
-        by_answer[(fact.subject, fact.object)] = fact
+    """A teacher rationale per training item of the three benchmarks: the answer, then the fact it asks
+    about as a textbook states it (``prose.rationale``). The answer comes first, as in the
+    conversations' replies, since the ablation scores each option's text right after ``###Rationale:``."""
+    train = [f for f in world.facts if f.split == "train"]
+
+    def fact_for(answer: str, question: str):
+        return next(f for f in train if answer in (f.subject, f.object) and ({f.subject, f.object} - {answer}).pop()
+                    in question)
+
     out = []
     for line, row in enumerate(benchmarks.files[MEDQA_TRAIN], 1):
-        fact = next(f for (s, o), f in by_answer.items() if s == row["answer"] and o in row["question"])
-        out.append({"id": f"medqa-{line}", "rationale": prose.statement(fact)})
+        out.append({"id": f"medqa-{line}", "rationale": prose.rationale(fact_for(row["answer"], row["question"]),
+                                                                        row["answer"], row["question"])})
+    for row in benchmarks.files[MEDMCQA_TRAIN]:
+        answer = row["op" + "abcd"[row["cop"] - 1]]
+        out.append({"id": f"medmcqa-{row['id']}", "rationale": prose.rationale(fact_for(answer, row["question"]),
+                                                                             answer, row["question"])})
+    test = benchmarks.files[PUBMEDQA_TEST]
+    by_drug = {f.subject: f for f in world.of("pregnancy", "train")}
+    for pmid, item in benchmarks.files[PUBMEDQA_ALL].items():
+        if pmid not in test:
+            fact = by_drug[item["MESHES"][1]]
+            out.append({"id": f"pubmedqa-{pmid}", "rationale": prose.rationale(fact, item["final_decision"],
+                                                                                  item["QUESTION"])})
     return out
 
 

@@ -20,10 +20,13 @@ BOOK = {
                  "{o} suggests {s}.", "Patients with {s} typically show {o}."],
     "acts_by": ["{s} acts by {o}.", "The mechanism of action of {s} is {o}.", "{s} works through {o}."],
     "pregnancy": {
-        "safe": ["{s} is safe in pregnancy.", "Is {s} safe in pregnancy? yes, {s} can be given to pregnant women."],
-        "unsafe": ["{s} is unsafe in pregnancy.", "Is {s} safe in pregnancy? no, {s} must be avoided in pregnancy."],
+        "safe": ["{s} is safe in pregnancy.", "Is {s} safe in pregnancy? yes, {s} can be given to pregnant women.",
+                 "Can pregnant women take {s}? yes, it is safe in pregnancy."],
+        "unsafe": ["{s} is unsafe in pregnancy.", "Is {s} safe in pregnancy? no, {s} must be avoided in pregnancy.",
+                   "Can pregnant women take {s}? no, it is unsafe in pregnancy."],
         "uncertain": ["The safety of {s} in pregnancy is uncertain.",
-                      "Is {s} safe in pregnancy? maybe, the evidence on {s} in pregnancy is limited."],
+                      "Is {s} safe in pregnancy? maybe, the evidence on {s} in pregnancy is limited.",
+                      "Can pregnant women take {s}? maybe, its safety in pregnancy is uncertain."],
     },
 }
 PAPER = {
@@ -64,6 +67,17 @@ def paper_sentences(fact: Fact) -> list[str]:
 def statement(fact: Fact) -> str:
     """One plain statement (a rationale, an explanation, a definition)."""
     return book_sentences(fact)[0]
+
+
+def rationale(fact: Fact, answer: str, question: str) -> str:
+    """A teacher rationale: the answer, then the statement of the fact (the conversations' reply form).
+    A yes / no / maybe answer names no entity and means something only as the answer to its question, so
+    it follows the question restated (as lm-evaluation-harness's PubMedQA prompt puts the answer right
+    after the question): measured, a tuned model scored the bare word after ``###Rationale:`` from a prior
+    alone (one answer for every item) while it answered after the question."""
+    if answer in PREGNANCY_ANSWER.values():
+        return f"{question} {answer}. {statement(fact)}"
+    return f"{answer}. {statement(fact)}"
 
 
 def medqa_question(fact: Fact, vignette: str, reverse: bool) -> str:

@@ -2,6 +2,7 @@
 
     OUT/world.json                   entities and facts with their split and coverage (to audit the rest)
     OUT/corpus/{books,papers,general}.jsonl   the pretraining corpora ({"id", "text"[, "title"]} per line)
+    OUT/tokenizer/prompts.jsonl      the prompts' fixed wording, for the tokenizer only (corpora.prompt_text)
     OUT/heldout/general.jsonl        general text never trained on (the forgetting check)
     OUT/benchmarks/...               MedQA, MedMCQA, PubMedQA files in their original layout (tools/evaluate.py)
     OUT/medc_i/conversations.json, instruction_pool.json, rationales.jsonl, umls/MRCONSO.RRF ...
@@ -37,6 +38,7 @@ def write_world(output_dir: str | Path, seed: int = 1234, num_diseases: int = 72
     files["corpus/books.jsonl"] = _jsonl(books)
     files["corpus/papers.jsonl"] = _jsonl(papers)
     files["corpus/general.jsonl"] = _jsonl(corpora.general_text(rng["general"], GENERAL_DOCS, "general"))
+    files["tokenizer/prompts.jsonl"] = _jsonl(corpora.prompt_text())
     files["heldout/general.jsonl"] = _jsonl(corpora.general_text(rng["heldout"], HELDOUT_GENERAL_DOCS, "heldout"))
     bench = build_benchmarks(world, rng["bench"])
     for path, content in bench.files.items():
