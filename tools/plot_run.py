@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from megapmc.training.logging import METRICS_NAME, read_metrics, read_tensorboard
+from megapmc.training.metrics_file import METRICS_NAME, read_metrics, read_tensorboard
 
 
 def load_run(source: Path, tensorboard: bool) -> tuple[list[dict], list[dict]]:

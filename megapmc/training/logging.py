@@ -3,10 +3,11 @@
 Only the first rank logs. Console lines and progress share one stream (stdout): on a terminal progress is
 a tqdm bar and every line is written through it (``tqdm.write``), so no line is glued to a bar fragment;
 when stdout is not a terminal (a log file, a pipe) there is no bar, only a plain progress line every
-``LoggingConfig.progress_interval_s`` seconds, since a bar's carriage returns garble a file. ``metrics.jsonl`` (in the ``--save`` directory) gets one JSON object per
-iteration and is appended across restarts; after a crash the iterations since the last checkpoint
-appear again, and readers keep the last record of each iteration (``read_metrics``). Losses are
-written with ``repr`` precision, so a record holds the exact fp32 value the run computed.
+``LoggingConfig.progress_interval_s`` seconds, since a bar's carriage returns garble a file.
+``metrics.jsonl`` (in the ``--save`` directory) gets one JSON object per iteration and is appended across
+restarts; after a crash the iterations since the last checkpoint appear again, and readers keep the last
+record of each iteration (``metrics_file.read_metrics``). Losses are written with ``repr`` precision, so
+a record holds the exact fp32 value the run computed.
 """
 from __future__ import annotations
 
@@ -24,8 +25,7 @@ import torch
 from tqdm import tqdm
 
 from megapmc.training.config import LoggingConfig
-
-METRICS_NAME = "metrics.jsonl"
+from megapmc.training.metrics_file import METRICS_NAME
 
 
 @dataclass
@@ -220,49 +220,3 @@ class TrainingLogger:
             self._writer.close()
         if self._metrics is not None:
             self._metrics.close()
-
-
-def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """(training records, validation records) of a ``metrics.jsonl``, the last record per iteration
-    (a resumed run repeats the iterations after its last checkpoint), sorted by iteration."""
-    train: dict[int, dict] = {}
-    valid: dict[int, dict] = {}
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill: the run logs it again after resuming
-                continue
-            if "event" in record:
-                continue
-            if "valid_loss" in record:
-                valid[record["iteration"]] = record
-            elif "loss" in record:
-                train[record["iteration"]] = record
-    return [train[k] for k in sorted(train)], [valid[k] for k in sorted(valid)]
-
-
-# TensorBoard tag → metrics.jsonl key, for reading a run back from either source.
-TENSORBOARD_TAGS = {"train/loss": "loss", "train/lr": "lr", "train/grad_norm": "grad_norm",
-                    "throughput/tokens_per_s": "tokens_per_s", "valid/loss": "valid_loss"}
-
-
-def read_tensorboard(logdir: str | Path) -> tuple[list[dict], list[dict]]:
-    """The same records as ``read_metrics`` from a TensorBoard log directory (last value per step)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    train: dict[int, dict] = {}
-    valid: dict[int, dict] = {}
-    available = set(acc.Tags().get("scalars", []))
-    for tag, key in TENSORBOARD_TAGS.items():
-        if tag not in available:
-            continue
-        target = valid if key == "valid_loss" else train
-        for event in acc.Scalars(tag):
-            target.setdefault(event.step, {"iteration": event.step})[key] = event.value
-    return [train[k] for k in sorted(train)], [valid[k] for k in sorted(valid)]

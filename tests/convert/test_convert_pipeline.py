@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from megapmc.checkpoint import model_io
 from megapmc.convert import ConversionError, ConvertConfig, convert
 from megapmc.testing.distributed import free_port
-from megapmc.training.logging import METRICS_NAME, read_metrics
+from megapmc.training.metrics_file import METRICS_NAME, read_metrics
 
 TOY = Path(__file__).resolve().parents[1] / "training" / "toy_train.py"
 

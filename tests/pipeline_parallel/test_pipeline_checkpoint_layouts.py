@@ -11,7 +11,7 @@ import pytest
 from megapmc.model.llama import build_model
 from megapmc.convert.megapmc_format import load_megapmc
 from megapmc.testing.distributed import free_port
-from megapmc.training.logging import METRICS_NAME, read_metrics
+from megapmc.training.metrics_file import METRICS_NAME, read_metrics
 
 TOY = Path(__file__).resolve().parents[1] / "training" / "toy_train.py"
 FLAGS = ["--model", "tiny", "--num-layers", "4", "--vocab-size", "128", "--seq-length", "16", "--micro-batch-size",

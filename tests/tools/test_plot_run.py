@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from megapmc.training.config import LoggingConfig
-from megapmc.training.logging import METRICS_NAME, IterationStats, TrainingLogger, read_metrics
+from megapmc.training.logging import IterationStats, TrainingLogger
+from megapmc.training.metrics_file import METRICS_NAME, read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,8 @@ import re
 import pytest
 
 from megapmc.training.config import LoggingConfig
-from megapmc.training.logging import METRICS_NAME, IterationStats, TrainingLogger, read_metrics, read_tensorboard
+from megapmc.training.logging import IterationStats, TrainingLogger
+from megapmc.training.metrics_file import METRICS_NAME, read_metrics, read_tensorboard
 
 
 def test_console_line_metrics_and_tensorboard(tmp_path, capsys):

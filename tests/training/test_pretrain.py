@@ -4,7 +4,7 @@ import torch
 
 from megapmc import pretrain
 from megapmc.data.preprocess import PreprocessConfig, preprocess
-from megapmc.training.logging import METRICS_NAME, read_metrics
+from megapmc.training.metrics_file import METRICS_NAME, read_metrics
 
 SAMPLES = pretrain.__file__.rsplit("/", 1)[0] + "/sample_data/pretrain"
 

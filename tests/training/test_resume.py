@@ -13,7 +13,7 @@ from toy_runs import TOY, assert_same_files, assert_same_training, finish, kill_
 
 from megapmc.checkpoint.checkpointing import read_tracker
 from megapmc.testing.distributed import free_port
-from megapmc.training.logging import METRICS_NAME, read_metrics
+from megapmc.training.metrics_file import METRICS_NAME, read_metrics
 TRAIN_ITERS = 12
 FLAGS = ["--model", "tiny", "--vocab-size", "128", "--seq-length", "32", "--micro-batch-size", "2",
          "--global-batch-size", "8", "--lr", "3e-3", "--lr-warmup-iters", "2", "--train-iters", str(TRAIN_ITERS),

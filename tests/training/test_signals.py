@@ -17,7 +17,7 @@ import pytest
 
 from megapmc.checkpoint.checkpointing import iteration_dirs, read_tracker
 from megapmc.testing.distributed import free_port
-from megapmc.training.logging import METRICS_NAME, read_metrics
+from megapmc.training.metrics_file import METRICS_NAME, read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = Path(__file__).with_name("toy_train.py")

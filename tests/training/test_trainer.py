@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from megapmc.checkpoint.checkpointing import CheckpointError, read_tracker
 from megapmc.testing.distributed import run_distributed
-from megapmc.training.logging import METRICS_NAME, read_metrics
+from megapmc.training.metrics_file import METRICS_NAME, read_metrics
 from megapmc.training.trainer import TrainingError
 from toy_train import main as toy_main
 

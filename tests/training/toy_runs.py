@@ -10,7 +10,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from megapmc.testing.distributed import free_port
-from megapmc.training.logging import METRICS_NAME, read_metrics
+from megapmc.training.metrics_file import METRICS_NAME, read_metrics
 
 TOY = Path(__file__).with_name("toy_train.py")
 
