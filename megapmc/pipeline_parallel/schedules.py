@@ -28,6 +28,7 @@ from megapmc.parallel.state import ParallelState
 from megapmc.pipeline_parallel import p2p
 from megapmc.pipeline_parallel.config import PipelineConfig
 from megapmc.pipeline_parallel.stage import activation_shape, model_chunks, stage_forward
+from megapmc.pipeline_parallel.timeline import ComputeTimer
 
 ForwardBackwardFunc = Callable[..., torch.Tensor]
 
@@ -66,29 +67,41 @@ def _loss_sum(per_token: torch.Tensor, mb: dict) -> torch.Tensor:
 
 
 class _Steps:
-    """Forward and backward of one chunk on one micro-batch, recording the loss sums of the last stage."""
+    """Forward and backward of one chunk on one micro-batch, recording the loss sums of the last stage
+    (and, given a ``ComputeTimer``, each forward's and backward's time)."""
 
-    def __init__(self, micro_batches: list[dict], scale, forward_only: bool):
-        self.micro_batches, self.scale, self.forward_only = micro_batches, scale, forward_only
+    def __init__(self, chunks: list, micro_batches: list[dict], scale, forward_only: bool,
+                 timer: ComputeTimer | None):
+        self.chunks, self.micro_batches, self.scale, self.forward_only = chunks, micro_batches, scale, forward_only
+        self.timer = timer
         self.loss_sums: list[torch.Tensor] = []
+        self.backwards_done = [0] * len(chunks)  # every schedule runs a chunk's backwards in micro-batch order
 
-    def forward(self, chunk, index: int, input_tensor: torch.Tensor | None) -> torch.Tensor:
-        """The chunk's output (to send on), or on the last stage the scaled loss (to backpropagate)."""
+    def forward(self, c: int, index: int, input_tensor: torch.Tensor | None) -> torch.Tensor:
+        """Chunk ``c``'s output (to send on), or on the last stage the scaled loss (to backpropagate)."""
+        start = None if self.timer is None else self.timer.start()
+        chunk = self.chunks[c]
         if input_tensor is not None and not self.forward_only:
             input_tensor.requires_grad_()
         mb = self.micro_batches[index]
         out = stage_forward(chunk, mb, input_tensor)
-        if not chunk.post_process:
-            return out
-        local = _loss_sum(out, mb)
-        self.loss_sums.append(local.detach())
-        return local if self.forward_only else local * self.scale
+        if chunk.post_process:
+            local = _loss_sum(out, mb)
+            self.loss_sums.append(local.detach())
+            out = local if self.forward_only else local * self.scale
+        if start is not None:
+            self.timer.stop("F", c, index, start)
+        return out
 
-    @staticmethod
-    def backward(input_tensor, output_tensor, output_grad) -> torch.Tensor | None:
-        """Backpropagate from the chunk's output (``output_grad`` from the next stage; ``None`` for the
+    def backward(self, c: int, input_tensor, output_tensor, output_grad) -> torch.Tensor | None:
+        """Backpropagate chunk ``c`` from its output (``output_grad`` from the next stage; ``None`` for the
         loss) and return the gradient of its input, to send back (``None`` on the first chunk)."""
+        start = None if self.timer is None else self.timer.start()
+        index = self.backwards_done[c]
+        self.backwards_done[c] += 1
         torch.autograd.backward(output_tensor, grad_tensors=output_grad)
+        if start is not None:
+            self.timer.stop("B", c, index, start)
         return None if input_tensor is None else input_tensor.grad
 
     def total(self, parallel: ParallelState, device) -> torch.Tensor:
@@ -115,24 +128,25 @@ def _geometry(chunk, micro_batches: list[dict]):
 # ---- PP = 1 ---------------------------------------------------------------------------------------------
 
 def forward_backward_no_pipelining(model, ddp, micro_batches: list[dict], parallel: ParallelState, scale,
-                                   forward_only: bool = False) -> torch.Tensor:
-    steps = _Steps(micro_batches, scale, forward_only)
+                                   forward_only: bool = False, timer: ComputeTimer | None = None) -> torch.Tensor:
     (chunk,) = model_chunks(model)
+    steps = _Steps([chunk], micro_batches, scale, forward_only, timer)
     for i in range(len(micro_batches)):
         last = i == len(micro_batches) - 1
         with contextlib.nullcontext() if last and not forward_only else _context(ddp, forward_only):
-            loss = steps.forward(chunk, i, None)
+            loss = steps.forward(0, i, None)
             if not forward_only:
-                loss.backward()
+                steps.backward(0, None, loss, None)
     return steps.total(parallel, next(chunk.parameters()).device)
 
 
 # ---- 1F1B -------------------------------------------------------------------------------------------------
 
 def forward_backward_pipelining_without_interleaving(model, ddp, micro_batches: list[dict], parallel: ParallelState,
-                                                     scale, forward_only: bool = False) -> torch.Tensor:
+                                                     scale, forward_only: bool = False,
+                                                     timer: ComputeTimer | None = None) -> torch.Tensor:
     (chunk,) = model_chunks(model)
-    steps = _Steps(micro_batches, scale, forward_only)
+    steps = _Steps([chunk], micro_batches, scale, forward_only, timer)
     shape, like = _geometry(chunk, micro_batches)
     first, last = parallel.is_pipeline_first_stage, parallel.is_pipeline_last_stage
     m = len(micro_batches)
@@ -150,7 +164,7 @@ def forward_backward_pipelining_without_interleaving(model, ddp, micro_batches: 
     with _context(ddp, forward_only):
         for i in range(warmup):
             input_tensor = recv_forward()
-            output = steps.forward(chunk, i, input_tensor)
+            output = steps.forward(0, i, input_tensor)
             send_forward(output)
             if not forward_only:
                 inputs.append(input_tensor)
@@ -158,7 +172,7 @@ def forward_backward_pipelining_without_interleaving(model, ddp, micro_batches: 
         input_tensor = recv_forward() if remaining else None
         for i in range(remaining):
             final = i == remaining - 1
-            output = steps.forward(chunk, warmup + i, input_tensor)
+            output = steps.forward(0, warmup + i, input_tensor)
             if forward_only:
                 send_forward(output)
                 input_tensor = None if final else recv_forward()
@@ -166,7 +180,7 @@ def forward_backward_pipelining_without_interleaving(model, ddp, micro_batches: 
             output_grad = None if last else p2p.send_forward_recv_backward(parallel, output, shape)
             inputs.append(input_tensor)
             outputs.append(output)
-            input_grad = steps.backward(inputs.pop(0), outputs.pop(0), output_grad)
+            input_grad = steps.backward(0, inputs.pop(0), outputs.pop(0), output_grad)
             if final:
                 input_tensor = None
                 if not first:
@@ -178,7 +192,7 @@ def forward_backward_pipelining_without_interleaving(model, ddp, micro_batches: 
         if not forward_only:
             for _ in range(warmup):
                 output_grad = None if last else p2p.recv_backward(parallel, shape, **like)
-                input_grad = steps.backward(inputs.pop(0), outputs.pop(0), output_grad)
+                input_grad = steps.backward(0, inputs.pop(0), outputs.pop(0), output_grad)
                 if not first:
                     p2p.send_backward(parallel, input_grad)
     return steps.total(parallel, like["device"])
@@ -187,7 +201,8 @@ def forward_backward_pipelining_without_interleaving(model, ddp, micro_batches: 
 # ---- interleaved 1F1B -------------------------------------------------------------------------------------
 
 def forward_backward_pipelining_with_interleaving(model, ddp, micro_batches: list[dict], parallel: ParallelState,
-                                                  scale, forward_only: bool = False) -> torch.Tensor:
+                                                  scale, forward_only: bool = False,
+                                                  timer: ComputeTimer | None = None) -> torch.Tensor:
     """Megatron-Core's interleaved schedule. Forward pass ``k`` (of ``m·V``) runs chunk
     ``(k mod P·V) // P``; backward pass ``k`` the chunks in reverse. Each chunk consumes the
     micro-batches in order, so chunk ``c``'s ``j``-th forward (and backward) is micro-batch ``j``."""
@@ -197,7 +212,7 @@ def forward_backward_pipelining_with_interleaving(model, ddp, micro_batches: lis
     if m % p:
         raise ValueError(f"the interleaved schedule needs a multiple of --pipeline-model-parallel-size {p} "
                          f"micro-batches, got {m}")
-    steps = _Steps(micro_batches, scale, forward_only)
+    steps = _Steps(chunks, micro_batches, scale, forward_only, timer)
     shape, like = _geometry(chunks[0], micro_batches)
     total = m * v
     first_rank, last_rank = parallel.is_pipeline_first_stage, parallel.is_pipeline_last_stage
@@ -222,7 +237,7 @@ def forward_backward_pipelining_with_interleaving(model, ddp, micro_batches: lis
         c = chunk_id(k, forward=True)
         if chunks[c].pre_process and len(inputs[c]) == len(outputs[c]):
             inputs[c].append(None)
-        output = steps.forward(chunks[c], forwards_done[c], inputs[c][-1])
+        output = steps.forward(c, forwards_done[c], inputs[c][-1])
         forwards_done[c] += 1
         outputs[c].append(output)
         if forward_only:  # nothing to keep for a backward
@@ -234,7 +249,7 @@ def forward_backward_pipelining_with_interleaving(model, ddp, micro_batches: lis
         c = chunk_id(k, forward=False)
         if chunks[c].post_process and not output_grads[c]:
             output_grads[c].append(None)
-        return steps.backward(inputs[c].pop(0), outputs[c].pop(0), output_grads[c].pop(0))
+        return steps.backward(c, inputs[c].pop(0), outputs[c].pop(0), output_grads[c].pop(0))
 
     with _context(ddp, forward_only):
         inputs[0].append(None if first_rank else exchange(recv_prev=True)[0])

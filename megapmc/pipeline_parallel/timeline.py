@@ -1,0 +1,125 @@
+"""Where a pipeline stage's time goes: the compute regions a schedule ran, and the timeline the same
+schedule gives with compute alone.
+
+* ``ComputeTimer``: passed to a schedule (``timer=``), it records every forward and backward of a model
+  chunk on one micro-batch as a ``Region`` (``time.perf_counter``, CLOCK_MONOTONIC on Linux: one clock
+  for every process of a machine, so the regions of all stages lie on one time axis). Without a timer
+  the schedules record nothing.
+* ``schedule_order``: the order in which a stage runs its regions under 1F1B or interleaved 1F1B
+  (Megatron-Core's), the oracle the recorded order is tested against.
+* ``simulate``: the timeline of that order when each region takes a given time and starts as soon as
+  its stage is free and its input is there (the previous virtual stage's forward of the micro-batch, the
+  next one's backward), optionally after a transfer ``latency``.
+* ``bubble``: per stage, the share of the step (first region start to last region end, over all stages)
+  the stage spent outside its regions: waiting, point-to-point exchange, schedule bookkeeping.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Region:
+    """One forward (``"F"``) or backward (``"B"``) of model chunk ``chunk`` on micro-batch ``micro_batch``."""
+
+    kind: str
+    chunk: int
+    micro_batch: int
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+class ComputeTimer:
+    """Collects one stage's regions; ``start()``/``stop(...)`` bracket a forward or backward."""
+
+    def __init__(self):
+        self.regions: list[Region] = []
+
+    @staticmethod
+    def start() -> float:
+        return time.perf_counter()
+
+    def stop(self, kind: str, chunk: int, micro_batch: int, start: float) -> None:
+        self.regions.append(Region(kind, chunk, micro_batch, start, time.perf_counter()))
+
+
+Op = tuple[str, int, int]  # (kind, chunk, micro-batch)
+
+
+def schedule_order(pipeline_size: int, pipeline_rank: int, num_micro_batches: int, num_model_chunks: int = 1,
+                   forward_only: bool = False) -> list[Op]:
+    """Stage ``pipeline_rank``'s forwards and backwards in the order its schedule runs them."""
+    p, r, m, v = pipeline_size, pipeline_rank, num_micro_batches, num_model_chunks
+    if v == 1:
+        forwards = [("F", 0, j) for j in range(m)]
+        backwards = [("B", 0, j) for j in range(m)]
+        warmup = m if forward_only else min(p - r - 1, m)
+    else:
+        # Pass k of m·V runs chunk (k mod P·V) // P on micro-batch (k // P·V)·P + k mod P; backwards
+        # take the chunks in reverse.
+        def op(kind, k):
+            c = (k % (p * v)) // p
+            return kind, c if kind == "F" else v - 1 - c, (k // (p * v)) * p + k % p
+        forwards = [op("F", k) for k in range(m * v)]
+        backwards = [op("B", k) for k in range(m * v)]
+        warmup = m * v if forward_only or m == p else min((p - r - 1) * 2 + (v - 1) * p, m * v)
+    if forward_only:
+        return forwards
+    order = forwards[:warmup]
+    for f, b in zip(forwards[warmup:], backwards):
+        order += [f, b]
+    return order + backwards[len(forwards) - warmup:]
+
+
+def simulate(orders: list[list[Op]], duration: Callable[[int, Op], float], latency: float = 0.0) -> list[list[Region]]:
+    """The regions of every stage (``orders[rank]``, as ``schedule_order`` gives them) when region ``op`` of
+    stage ``rank`` takes ``duration(rank, op)`` seconds and an activation or gradient takes ``latency``
+    seconds to reach the neighbouring stage. Time 0 is the first region's start."""
+    p = len(orders)
+    v = 1 + max(c for order in orders for _, c, _ in order)
+    done: dict[tuple[str, int, int], float] = {}  # (kind, virtual stage, micro-batch) -> end
+    free = [0.0] * p
+    nxt = [0] * p
+    out: list[list[Region]] = [[] for _ in range(p)]
+    last_virtual = p * v - 1
+    while any(nxt[r] < len(orders[r]) for r in range(p)):
+        progressed = False
+        for r in range(p):
+            while nxt[r] < len(orders[r]):
+                kind, c, j = orders[r][nxt[r]]
+                stage = c * p + r
+                if kind == "F":
+                    dep = None if stage == 0 else ("F", stage - 1, j)
+                else:
+                    dep = ("F", stage, j) if stage == last_virtual else ("B", stage + 1, j)
+                if dep is not None and dep not in done:
+                    break
+                ready = 0.0 if dep is None else done[dep] + (latency if dep[1] != stage else 0.0)
+                start = max(free[r], ready)
+                end = start + duration(r, (kind, c, j))
+                out[r].append(Region(kind, c, j, start, end))
+                done[(kind, stage, j)] = free[r] = end
+                nxt[r] += 1
+                progressed = True
+        if not progressed:
+            raise ValueError("the stages' orders wait on each other: not a schedule")
+    return out
+
+
+def bubble(regions: list[list[Region]]) -> list[float]:
+    """Per stage, ``1 - busy / step``: ``step`` runs from the first region's start to the last one's end
+    over all stages, ``busy`` is the time the stage spent in its own regions."""
+    start = min(x.start for stage in regions for x in stage)
+    step = max(x.end for stage in regions for x in stage) - start
+    return [1.0 - sum(x.duration for x in stage) / step for stage in regions]
+
+
+def step_time(regions: list[list[Region]]) -> float:
+    """First region's start to the last one's end, over all stages."""
+    return max(x.end for stage in regions for x in stage) - min(x.start for stage in regions for x in stage)
