@@ -50,6 +50,39 @@ def check_num_micro_batches(pipeline: PipelineConfig, num_layers: int, num_micro
             f"of --pipeline-model-parallel-size {p}; change the global batch size")
 
 
+def micro_batch_multiple(pipeline: PipelineConfig, num_layers: int) -> int:
+    """The schedule runs a multiple of this many micro-batches: P when interleaved, else 1."""
+    return pipeline.pipeline_model_parallel_size if pipeline.num_model_chunks(num_layers) > 1 else 1
+
+
+def pad_micro_batches(micro_batches: list[dict], micro_batch_size: int, multiple: int) -> tuple[list[dict], int, int]:
+    """A step's micro-batches in the shape a pipelined schedule runs: each ``micro_batch_size`` rows
+    (stages exchange activations of one fixed shape) and a multiple of ``multiple`` of them (the
+    interleaved schedule). Instruction tuning's steps (and a partial validation step) need it: their last
+    micro-batch may be shorter and their count varies. Added rows repeat a micro-batch's last row and
+    added micro-batches the last micro-batch, with ``loss_mask`` (and ``num_samples``) zero, so the loss
+    sum and every gradient are those of the real rows. Returns ``(micro-batches, rows added,
+    micro-batches added)``."""
+    out, rows_added = [], 0
+    for mb in micro_batches:
+        short = micro_batch_size - mb["labels"].shape[0]
+        if short > 0:
+            mb = {k: torch.cat([t, t[-1:].expand(short, *t.shape[1:])]) for k, t in mb.items()}  # [mbs, ...]
+            mb["loss_mask"][-short:] = 0
+            if "num_samples" in mb:
+                mb["num_samples"][-short:] = 0
+            rows_added += short
+        out.append(mb)
+    extra = -len(out) % multiple
+    if extra:
+        blank = {k: t.clone() for k, t in out[-1].items()}
+        blank["loss_mask"].zero_()
+        if "num_samples" in blank:
+            blank["num_samples"].zero_()
+        out += [blank] * extra
+    return out, rows_added, extra
+
+
 def get_forward_backward_func(pipeline: PipelineConfig, num_layers: int, num_micro_batches: int) -> ForwardBackwardFunc:
     """The schedule for this layout, after checking the micro-batch count."""
     check_num_micro_batches(pipeline, num_layers, num_micro_batches)
