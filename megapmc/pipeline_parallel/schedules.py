@@ -1,20 +1,24 @@
 """Forward/backward schedules over the micro-batches of one global batch (Megatron-Core's three).
 
-* ``forward_backward_no_pipelining`` (PP = 1): one micro-batch after the other, every backward but the
-  last under ``ddp.no_sync()`` so the last one overlaps the data-parallel reduction.
+* ``forward_backward_no_pipelining`` (PP = 1): one micro-batch after the other.
 * ``forward_backward_pipelining_without_interleaving`` (1F1B): stage ``r`` runs ``P - r - 1`` warm-up
   forwards, then alternates one forward and one backward, then drains the backwards. At most ``P - r``
   micro-batches are in flight on stage ``r``; the bubble is ``(P - 1) / (m + P - 1)`` of the time.
 * ``forward_backward_pipelining_with_interleaving``: each rank holds ``V`` model chunks and the
   micro-batches go round the ranks ``V`` times, shrinking the bubble to ``(P - 1) / (V·m + P - 1)``
-  (``bubble_fraction``); Megatron's schedule, which needs ``m % P == 0``.
+  (``bubble_fraction``); Megatron's schedule, which needs ``m % P == 0`` (``pad_micro_batches`` makes
+  any step fit, with masked rows).
 
-Every schedule takes ``(model, ddp, micro_batches, parallel, scale, forward_only)`` and returns the
-sum over the micro-batches of ``sum(per-token loss × loss_mask)`` (fp32, on every rank: the last
-stage's sum is all-reduced over the pipeline group). Backward runs on ``that sum × scale``; the trainer
-picks ``scale = dp / global token count``, so the gradient is the token mean over the global batch.
-The pipelined schedules accumulate every gradient under ``ddp.no_sync()``: the caller's
-``ddp.finish_grad_sync()`` reduces them across DP once the schedule is done.
+Every schedule takes ``(model, ddp, micro_batches, parallel, scale, forward_only, timer=None)`` and
+returns the sum over the micro-batches of ``sum(per-token loss × loss_mask)`` (fp32, on every rank: the
+last stage's sum is all-reduced over the pipeline group). Backward runs on ``that sum × scale``; the
+trainer picks ``scale = dp / global token count``, so the gradient is the token mean over the global
+batch. Gradients accumulate under ``ddp.no_sync()``, except each model chunk's last backward (micro-batch
+``m - 1``), run under ``ddp.grad_sync()``: with ``--overlap-grad-reduce`` its buckets start their DP
+reduction from the backward hooks as soon as they are final, while the other chunks' backwards and the
+pipeline's drain go on (Megatron's overlap); the caller's ``ddp.finish_grad_sync()`` waits for them and
+reduces whatever did not start. A ``timeline.ComputeTimer`` as ``timer`` records every forward and
+backward (``benchmarks/bench_pipeline.py``); without one nothing is timed.
 """
 from __future__ import annotations
 
@@ -103,10 +107,10 @@ class _Steps:
     """Forward and backward of one chunk on one micro-batch, recording the loss sums of the last stage
     (and, given a ``ComputeTimer``, each forward's and backward's time)."""
 
-    def __init__(self, chunks: list, micro_batches: list[dict], scale, forward_only: bool,
+    def __init__(self, chunks: list, ddp, micro_batches: list[dict], scale, forward_only: bool,
                  timer: ComputeTimer | None):
         self.chunks, self.micro_batches, self.scale, self.forward_only = chunks, micro_batches, scale, forward_only
-        self.timer = timer
+        self.ddp, self.timer = ddp, timer
         self.loss_sums: list[torch.Tensor] = []
         self.backwards_done = [0] * len(chunks)  # every schedule runs a chunk's backwards in micro-batch order
 
@@ -128,11 +132,14 @@ class _Steps:
 
     def backward(self, c: int, input_tensor, output_tensor, output_grad) -> torch.Tensor | None:
         """Backpropagate chunk ``c`` from its output (``output_grad`` from the next stage; ``None`` for the
-        loss) and return the gradient of its input, to send back (``None`` on the first chunk)."""
+        loss) and return the gradient of its input, to send back (``None`` on the first chunk). The chunk's
+        last micro-batch runs under ``ddp.grad_sync()``: its gradients are final, their reduction may start."""
         start = None if self.timer is None else self.timer.start()
         index = self.backwards_done[c]
         self.backwards_done[c] += 1
-        torch.autograd.backward(output_tensor, grad_tensors=output_grad)
+        last = index == len(self.micro_batches) - 1
+        with self.ddp.grad_sync() if last and self.ddp is not None else contextlib.nullcontext():
+            torch.autograd.backward(output_tensor, grad_tensors=output_grad)
         if start is not None:
             self.timer.stop("B", c, index, start)
         return None if input_tensor is None else input_tensor.grad
@@ -163,10 +170,9 @@ def _geometry(chunk, micro_batches: list[dict]):
 def forward_backward_no_pipelining(model, ddp, micro_batches: list[dict], parallel: ParallelState, scale,
                                    forward_only: bool = False, timer: ComputeTimer | None = None) -> torch.Tensor:
     (chunk,) = model_chunks(model)
-    steps = _Steps([chunk], micro_batches, scale, forward_only, timer)
-    for i in range(len(micro_batches)):
-        last = i == len(micro_batches) - 1
-        with contextlib.nullcontext() if last and not forward_only else _context(ddp, forward_only):
+    steps = _Steps([chunk], ddp, micro_batches, scale, forward_only, timer)
+    with _context(ddp, forward_only):
+        for i in range(len(micro_batches)):
             loss = steps.forward(0, i, None)
             if not forward_only:
                 steps.backward(0, None, loss, None)
@@ -179,7 +185,7 @@ def forward_backward_pipelining_without_interleaving(model, ddp, micro_batches: 
                                                      scale, forward_only: bool = False,
                                                      timer: ComputeTimer | None = None) -> torch.Tensor:
     (chunk,) = model_chunks(model)
-    steps = _Steps([chunk], micro_batches, scale, forward_only, timer)
+    steps = _Steps([chunk], ddp, micro_batches, scale, forward_only, timer)
     shape, like = _geometry(chunk, micro_batches)
     first, last = parallel.is_pipeline_first_stage, parallel.is_pipeline_last_stage
     m = len(micro_batches)
@@ -245,7 +251,7 @@ def forward_backward_pipelining_with_interleaving(model, ddp, micro_batches: lis
     if m % p:
         raise ValueError(f"the interleaved schedule needs a multiple of --pipeline-model-parallel-size {p} "
                          f"micro-batches, got {m}")
-    steps = _Steps(chunks, micro_batches, scale, forward_only, timer)
+    steps = _Steps(chunks, ddp, micro_batches, scale, forward_only, timer)
     shape, like = _geometry(chunks[0], micro_batches)
     total = m * v
     first_rank, last_rank = parallel.is_pipeline_first_stage, parallel.is_pipeline_last_stage

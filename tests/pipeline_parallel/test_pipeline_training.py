@@ -207,3 +207,49 @@ def test_short_and_partial_steps_equal_one_process(layout, tmp_path, capfd):
     if layout == "pp2_interleaved_v2":
         notice += " and 1 micro-batches to a multiple of --pipeline-model-parallel-size 2"
     assert capfd.readouterr().out.count(notice) == 1
+
+
+# ---- the DP reduction overlapped with the pipeline's backwards ---------------------------------------------
+
+def _save_overlap(rank, world_size, flags, out_dir):
+    """Train PP2 x DP2; record, each step, how many buckets had started their DP reduction when the schedule
+    returned (from the backward hooks of each chunk's last micro-batch), before ``finish_grad_sync``."""
+    parallel = initialize_parallel(1, 2)
+    config = build_run_config(add_training_args(argparse.ArgumentParser()).parse_args(FLAGS + flags), None)
+    torch.manual_seed(config.training.seed)
+    trainer = Trainer(config, TrainData(MaskedTokens(), MaskedTokens(seed=1), loader_builder=_loader), parallel)
+    buckets = [b for buffer in trainer.ddp.grad_buffers for b in buffer.buckets]
+    started, schedule = [], trainer.forward_backward
+
+    def forward_backward(*args, **kwargs):
+        loss_sum = schedule(*args, **kwargs)
+        started.append(sum(b.grad_sync_started for b in buckets))
+        return loss_sum
+    trainer.forward_backward = forward_backward
+    it = trainer._loader(trainer.data.train_dataset, 0)
+    out = [trainer.train_step([trainer._prepare(next(it)) for _ in range(trainer.num_micro_batches)])[:2]
+           for _ in range(STEPS)]
+    torch.save({"steps": out, "started": started, "buckets": len(buckets), "weights": _weights(trainer)},
+               f"{out_dir}/rank{rank}.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("layout", ["pp2_dp2_distopt", "pp2_interleaved_v2"])
+def test_overlapped_grad_reduce_equals_reducing_after_the_schedule(layout, tmp_path):
+    """--overlap-grad-reduce (the default) starts every bucket's reduction (all-reduce, or the distributed
+    optimizer's reduce-scatter) inside the schedule; losses, grad norms and weights are bit-identical to
+    --no-overlap-grad-reduce, which reduces everything after it."""
+    flags = LAYOUTS[layout][0] + ["--ddp-bucket-size", "5000"]  # several buckets per stage
+    runs = {}
+    for overlap in ("--overlap-grad-reduce", "--no-overlap-grad-reduce"):
+        out = tmp_path / overlap
+        out.mkdir()
+        run_distributed(_save_overlap, 4, flags + [overlap], str(out))
+        runs[overlap] = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(4)]
+    for on, off in zip(runs["--overlap-grad-reduce"], runs["--no-overlap-grad-reduce"]):
+        assert on["buckets"] > 1
+        assert on["started"] == [on["buckets"]] * STEPS and off["started"] == [0] * STEPS
+        assert on["steps"] == off["steps"]
+        for name, tensor in on["weights"].items():
+            assert torch.equal(tensor, off["weights"][name]), name
