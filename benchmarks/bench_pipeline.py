@@ -13,7 +13,10 @@ clock all processes share. Per configuration, from the least disturbed step (the
   it took in that step (the median per stage, chunk and direction), with no communication: what the
   schedule gives these stages, however unequal;
 * ``theory``: ``(P - 1) / (V·m + P - 1)`` (``bubble_fraction``), for equal stages and free communication;
-* ``speedup``: PP = 1's step over the pipelined step, against the ideal ``P·(1 - theory)``.
+* ``speedup``: PP = 1's step over the pipelined step, against the ideal ``P·(1 - theory)``;
+* ``cpu/wall``: the CPU time the stages' threads got inside their regions over the regions' wall time
+  (the lower stage): below 1 other processes held the cores while a stage computed, and ``measured``
+  then counts their time as bubble.
 
 ``measured - simulated`` is what the schedule's theory leaves out: point-to-point latency (the gloo
 ping-pong of one activation is printed), Python bookkeeping between regions, and time the stages lose to
@@ -133,7 +136,7 @@ def _stage(rank, world_size, args, out_dir):
                                                                            timer=timer)
                 model.zero_grad(set_to_none=True)
                 if step >= args.warmup:
-                    regions[f"{name},{m}"].append([(r.kind, r.chunk, r.micro_batch, r.start, r.end)
+                    regions[f"{name},{m}"].append([(r.kind, r.chunk, r.micro_batch, r.start, r.end, r.cpu)
                                                    for r in timer.regions])
     dist.barrier()
     latency = _p2p_latency(parallel, (args.seq_length, args.micro_batch_size, args.hidden_size))
@@ -170,6 +173,7 @@ def _analyse(args, stages: list[dict]) -> tuple[list[dict], dict]:
             orders = [schedule_order(pp, r, m, v) for r in range(pp)]
             simulated = simulate(orders, duration)
             per_stage = [sum(x.duration for x in stage) / m for stage in best]
+            cpu_share = min(sum(x.cpu for x in stage) / sum(x.duration for x in stage) for stage in best)
             if v == 1:
                 balance[m] = per_stage
             rows.append({
@@ -180,6 +184,7 @@ def _analyse(args, stages: list[dict]) -> tuple[list[dict], dict]:
                 "step_s": min(spans), "step_median_s": statistics.median(spans),
                 "simulated_step_s": step_time(simulated), "pp1_step_s": pp1, "speedup": pp1 / min(spans),
                 "ideal_speedup": pp * (1 - bubble_fraction(pp, m, v)), "compute_per_micro_batch_s": per_stage,
+                "cpu_share": cpu_share,
             })
     return rows, balance
 
@@ -209,11 +214,12 @@ def main(argv=None) -> int:
           + ", ".join(f"{t * 1e3:.1f} ms" for t in balance[m0]) + f" (m = {m0}); "
           f"p2p of one activation: {latency * 1e6:.0f} us")
     print(f"{'PP':>3} {'V':>2} {'m':>3} {'theory':>7} {'simul.':>7} {'measured':>9} {'meas/theory':>11} "
-          f"{'median step':>11} {'step s':>7} {'PP=1 s':>7} {'speedup':>8} {'ideal':>6}")
+          f"{'median step':>11} {'step s':>7} {'PP=1 s':>7} {'speedup':>8} {'ideal':>6} {'cpu/wall':>8}")
     for r in rows:
         print(f"{r['pp']:>3} {r['v']:>2} {r['m']:>3} {r['theory']:>7.3f} {r['simulated']:>7.3f} "
               f"{r['measured']:>9.3f} {r['measured'] / r['theory']:>11.2f} {r['measured_median_step']:>11.3f} "
-              f"{r['step_s']:>7.3f} {r['pp1_step_s']:>7.3f} {r['speedup']:>8.2f} {r['ideal_speedup']:>6.2f}")
+              f"{r['step_s']:>7.3f} {r['pp1_step_s']:>7.3f} {r['speedup']:>8.2f} {r['ideal_speedup']:>6.2f} "
+              f"{r['cpu_share']:>8.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "p2p_latency_s": latency, "load_before": load_before,
                                                "load_after": _loadavg()}, indent=2))

@@ -3,7 +3,8 @@ schedule gives with compute alone.
 
 * ``ComputeTimer``: passed to a schedule (``timer=``), it records every forward and backward of a model
   chunk on one micro-batch as a ``Region`` (``time.perf_counter``, CLOCK_MONOTONIC on Linux: one clock
-  for every process of a machine, so the regions of all stages lie on one time axis). Without a timer
+  for every process of a machine, so the regions of all stages lie on one time axis; and the thread's
+  CPU time, which falls short of the wall time when other processes took the core). Without a timer
   the schedules record nothing.
 * ``schedule_order``: the order in which a stage runs its regions under 1F1B or interleaved 1F1B
   (Megatron-Core's), the oracle the recorded order is tested against.
@@ -22,13 +23,15 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class Region:
-    """One forward (``"F"``) or backward (``"B"``) of model chunk ``chunk`` on micro-batch ``micro_batch``."""
+    """One forward (``"F"``) or backward (``"B"``) of model chunk ``chunk`` on micro-batch ``micro_batch``:
+    wall-clock ``start`` and ``end``, and the CPU seconds this thread ran in between."""
 
     kind: str
     chunk: int
     micro_batch: int
     start: float
     end: float
+    cpu: float = 0.0
 
     @property
     def duration(self) -> float:
@@ -42,11 +45,12 @@ class ComputeTimer:
         self.regions: list[Region] = []
 
     @staticmethod
-    def start() -> float:
-        return time.perf_counter()
+    def start() -> tuple[float, float]:
+        return time.perf_counter(), time.thread_time()
 
-    def stop(self, kind: str, chunk: int, micro_batch: int, start: float) -> None:
-        self.regions.append(Region(kind, chunk, micro_batch, start, time.perf_counter()))
+    def stop(self, kind: str, chunk: int, micro_batch: int, start: tuple[float, float]) -> None:
+        end, cpu = time.perf_counter(), time.thread_time()
+        self.regions.append(Region(kind, chunk, micro_batch, start[0], end, cpu - start[1]))
 
 
 Op = tuple[str, int, int]  # (kind, chunk, micro-batch)
