@@ -20,7 +20,10 @@ clock all processes share. Per configuration, from the least disturbed step (the
 
 ``measured - simulated`` is what the schedule's theory leaves out: point-to-point latency (the gloo
 ping-pong of one activation is printed), Python bookkeeping between regions, and time the stages lose to
-other processes. The stages are balanced: vocabulary 64, so the embedding (stage 0) and ``lm_head`` and
+other processes. ``delays`` measures it directly: the time the regions started after they could have
+(``timeline.start_delays``: the stage free and the input there), summed per stage, as a share of the
+step (averaged over the stages), so ``measured`` is about ``simulated + delays``; ``delay ms`` is that
+delay per region, against the p2p time of one activation. The stages are balanced: vocabulary 64, so the embedding (stage 0) and ``lm_head`` and
 loss (last stage) cost next to nothing beside four decoder layers; the printed per-stage compute
 shows it. With more stages than free cores the stages cannot run side by side and the numbers say so.
 
@@ -48,7 +51,15 @@ from megapmc.pipeline_parallel import p2p
 from megapmc.pipeline_parallel.config import PipelineConfig
 from megapmc.pipeline_parallel.schedules import bubble_fraction, get_forward_backward_func
 from megapmc.pipeline_parallel.stage import build_pipeline_model
-from megapmc.pipeline_parallel.timeline import ComputeTimer, Region, bubble, schedule_order, simulate, step_time
+from megapmc.pipeline_parallel.timeline import (
+    ComputeTimer,
+    Region,
+    bubble,
+    exchange_groups,
+    simulate,
+    start_delays,
+    step_time,
+)
 from megapmc.testing.distributed import run_distributed
 
 OPTIONS = TransformerOptions(attention_backend="math", kernel_backend="torch")
@@ -60,8 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--virtual-stages", type=int, default=2, help="model chunks per stage of the interleaved runs")
     p.add_argument("--micro-batches", default="4,8,16")
     p.add_argument("--num-layers", type=int, default=8)
-    p.add_argument("--hidden-size", type=int, default=256)
-    p.add_argument("--ffn-hidden-size", type=int, default=704)
+    p.add_argument("--hidden-size", type=int, default=512,
+                   help="large enough that a region (tens of ms) dwarfs the exchange and a late wake-up")
+    p.add_argument("--ffn-hidden-size", type=int, default=1408)
     p.add_argument("--vocab-size", type=int, default=64, help="small: the decoder layers, not lm_head, fill the stages")
     p.add_argument("--seq-length", type=int, default=128)
     p.add_argument("--micro-batch-size", type=int, default=1)
@@ -170,8 +182,9 @@ def _analyse(args, stages: list[dict]) -> tuple[list[dict], dict]:
             best = steps[spans.index(min(spans))]
             measured = bubble(best)
             duration = _median_durations(best)
-            orders = [schedule_order(pp, r, m, v) for r in range(pp)]
-            simulated = simulate(orders, duration)
+            groups = [exchange_groups(pp, r, m, v) for r in range(pp)]
+            simulated = simulate(groups, duration)
+            delays = start_delays(best, groups)
             per_stage = [sum(x.duration for x in stage) / m for stage in best]
             cpu_share = min(sum(x.cpu for x in stage) / sum(x.duration for x in stage) for stage in best)
             if v == 1:
@@ -179,6 +192,8 @@ def _analyse(args, stages: list[dict]) -> tuple[list[dict], dict]:
             rows.append({
                 "pp": pp, "v": v, "m": m, "theory": bubble_fraction(pp, m, v),
                 "simulated": statistics.mean(bubble(simulated)),
+                "start_delay_s": statistics.mean(d for stage in delays for d in stage),
+                "delay_share": statistics.mean(sum(stage) for stage in delays) / min(spans),
                 "measured": statistics.mean(measured), "measured_per_stage": measured,
                 "measured_median_step": statistics.median(statistics.mean(bubble(s)) for s in steps),
                 "step_s": min(spans), "step_median_s": statistics.median(spans),
@@ -214,12 +229,13 @@ def main(argv=None) -> int:
           + ", ".join(f"{t * 1e3:.1f} ms" for t in balance[m0]) + f" (m = {m0}); "
           f"p2p of one activation: {latency * 1e6:.0f} us")
     print(f"{'PP':>3} {'V':>2} {'m':>3} {'theory':>7} {'simul.':>7} {'measured':>9} {'meas/theory':>11} "
-          f"{'median step':>11} {'step s':>7} {'PP=1 s':>7} {'speedup':>8} {'ideal':>6} {'cpu/wall':>8}")
+          f"{'meas/simul.':>11} {'delays':>6} {'delay ms':>8} {'step s':>7} {'PP=1 s':>7} {'speedup':>8} "
+          f"{'ideal':>6} {'cpu/wall':>8}")
     for r in rows:
         print(f"{r['pp']:>3} {r['v']:>2} {r['m']:>3} {r['theory']:>7.3f} {r['simulated']:>7.3f} "
-              f"{r['measured']:>9.3f} {r['measured'] / r['theory']:>11.2f} {r['measured_median_step']:>11.3f} "
-              f"{r['step_s']:>7.3f} {r['pp1_step_s']:>7.3f} {r['speedup']:>8.2f} {r['ideal_speedup']:>6.2f} "
-              f"{r['cpu_share']:>8.2f}")
+              f"{r['measured']:>9.3f} {r['measured'] / r['theory']:>11.2f} {r['measured'] / r['simulated']:>11.2f} "
+              f"{r['delay_share']:>6.3f} {r['start_delay_s'] * 1e3:>8.2f} {r['step_s']:>7.3f} "
+              f"{r['pp1_step_s']:>7.3f} {r['speedup']:>8.2f} {r['ideal_speedup']:>6.2f} {r['cpu_share']:>8.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "p2p_latency_s": latency, "load_before": load_before,
                                                "load_after": _loadavg()}, indent=2))

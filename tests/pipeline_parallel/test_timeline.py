@@ -11,17 +11,33 @@ from megapmc.parallel.state import initialize_parallel
 from megapmc.pipeline_parallel.config import PipelineConfig
 from megapmc.pipeline_parallel.schedules import bubble_fraction, get_forward_backward_func
 from megapmc.pipeline_parallel.stage import build_pipeline_model
-from megapmc.pipeline_parallel.timeline import ComputeTimer, Region, bubble, schedule_order, simulate, step_time
+from megapmc.pipeline_parallel.timeline import (
+    ComputeTimer,
+    Region,
+    bubble,
+    exchange_groups,
+    schedule_order,
+    simulate,
+    start_delays,
+    step_time,
+)
 from megapmc.testing.distributed import run_distributed
 
 
 @pytest.mark.parametrize("p,v,m", [(2, 1, 4), (4, 1, 8), (4, 1, 3), (2, 2, 4), (4, 2, 8), (4, 3, 16), (3, 2, 3)])
 @pytest.mark.parametrize("backward_cost", [1.0, 2.0])
 def test_equal_stages_give_the_theory(p, v, m, backward_cost):
-    orders = [schedule_order(p, r, m, v) for r in range(p)]
-    regions = simulate(orders, lambda rank, op: (1.0 if op[0] == "F" else backward_cost) / v)
+    groups = [exchange_groups(p, r, m, v) for r in range(p)]
+    regions = simulate(groups, lambda rank, op: (1.0 if op[0] == "F" else backward_cost) / v)
     assert bubble(regions) == pytest.approx([bubble_fraction(p, m, v)] * p)
     assert step_time(regions) == pytest.approx((m + (p - 1) / v) * (1 + backward_cost))
+
+
+def test_interleaved_steady_state_receives_two_inputs_at_once():
+    assert exchange_groups(4, 1, 8)[2:4] == [(("F", 0, 2),), (("B", 0, 0),)]  # 1F1B: one input at a time
+    groups = exchange_groups(2, 0, 4, 2)
+    assert groups[:3] == [(("F", 0, 0),), (("F", 0, 1),), (("F", 1, 0),)]
+    assert groups[4] == (("F", 0, 2), ("B", 1, 0))  # rank 0 of 2, V = 2: four warm-up forwards
 
 
 def test_orders_hold_every_pass_once():
@@ -36,16 +52,23 @@ def test_orders_hold_every_pass_once():
 
 def test_a_slow_stage_stretches_the_others_bubble():
     p, m = 2, 8
-    orders = [schedule_order(p, r, m) for r in range(p)]
-    regions = simulate(orders, lambda rank, op: (1.0 if op[0] == "F" else 2.0) * (1.5 if rank == 1 else 1.0))
+    groups = [exchange_groups(p, r, m) for r in range(p)]
+    regions = simulate(groups, lambda rank, op: (1.0 if op[0] == "F" else 2.0) * (1.5 if rank == 1 else 1.0))
     fast, slow = bubble(regions)
     assert fast > bubble_fraction(p, m) > slow  # stage 0 waits for the slow one every step
-    assert step_time(simulate(orders, lambda *_: 1.0, latency=0.5)) > step_time(simulate(orders, lambda *_: 1.0))
+    assert step_time(simulate(groups, lambda *_: 1.0, latency=0.5)) > step_time(simulate(groups, lambda *_: 1.0))
+
+
+def test_start_delays_find_the_latency_the_simulation_was_given():
+    groups = [exchange_groups(2, r, 4, 2) for r in range(2)]
+    assert all(d == 0 for stage in start_delays(simulate(groups, lambda *_: 1.0), groups) for d in stage)
+    delays = [d for stage in start_delays(simulate(groups, lambda *_: 1.0, latency=0.25), groups) for d in stage]
+    assert all(0 <= d <= 0.25 + 1e-12 for d in delays) and max(delays) == pytest.approx(0.25)
 
 
 def test_orders_that_wait_on_each_other_are_refused():
     with pytest.raises(ValueError, match="wait on each other"):
-        simulate([[("B", 0, 0), ("F", 0, 0)], [("F", 0, 0), ("B", 0, 0)]], lambda *_: 1.0)
+        simulate([[(("B", 0, 0),), (("F", 0, 0),)], [(("F", 0, 0),), (("B", 0, 0),)]], lambda *_: 1.0)
 
 
 def _record(rank, world_size, m, out_dir):
