@@ -30,8 +30,19 @@ shows it. With more stages than free cores the stages cannot run side by side an
     python benchmarks/bench_pipeline.py                    # P = 2, V = 2, m = 4, 8, 16
     python benchmarks/bench_pipeline.py --steps 20 --json out.json
 
-Measured (the table in README.md, Benchmarks) on the development machine: 2 cores shared with other
-agents' jobs, run under ``nice -n 10``; see the README for the machine state of that run.
+Measured on the development machine (2 cores shared with other jobs, load average 4.7 before and 4.3
+after, under ``nice -n 10``; cpu/wall 0.98-0.99; stages 141.7 / 146.5 ms per micro-batch), ``--steps 8``:
+
+     V   m  theory  simul.  measured meas/theory meas/simul. delays  step s  PP=1 s  speedup  ideal
+     1   4   0.200   0.203     0.212        1.06        1.04  0.007   0.710   1.099     1.55   1.60
+     2   4   0.111   0.128     0.148        1.33        1.15  0.029   0.698   1.099     1.57   1.78
+     1   8   0.111   0.122     0.140        1.26        1.14  0.017   1.366   2.284     1.67   1.78
+     2   8   0.059   0.071     0.117        1.99        1.66  0.038   1.455   2.284     1.57   1.88
+     1  16   0.059   0.075     0.087        1.47        1.16  0.007   2.524   4.480     1.78   1.88
+     2  16   0.030   0.045     0.067        2.21        1.48  0.022   2.461   4.480     1.82   1.94
+
+``measured ≈ simulated + delays``: what is left above the theory is the regions' inequality (in
+``simulated``) and late starts (``delays``). README.md (Benchmarks) says more.
 """
 from __future__ import annotations
 
