@@ -96,6 +96,8 @@ def parse_args(argv=None):
     pp, v = args.pipeline_model_parallel_size, args.virtual_stages
     if pp < 2:
         p.error("--pipeline-model-parallel-size must be >= 2 (PP = 1 is the baseline every run measures)")
+    if v < 2:
+        p.error("--virtual-stages must be >= 2 (the 1F1B rows, V = 1, are always measured)")
     if args.num_layers % (pp * v):
         p.error(f"--num-layers {args.num_layers} must be a multiple of PP x V = {pp * v}")
     if any(m % pp for m in args.micro_batches):
