@@ -86,10 +86,19 @@ class DataParallel(nn.Module):
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
 
-    @contextlib.contextmanager
-    def no_sync(self) -> Iterator[None]:
+    def no_sync(self) -> contextlib.AbstractContextManager:
         """Accumulate gradients into the buffer without any communication (non-last micro-batches)."""
-        previous, self._sync_enabled = self._sync_enabled, False
+        return self._grad_sync(False)
+
+    def grad_sync(self) -> contextlib.AbstractContextManager:
+        """Inside ``no_sync``: the backward run here is the last one of its parameters in this step (a
+        pipeline model chunk's last micro-batch), so each bucket starts its reduction as soon as all of
+        its gradients are final, overlapping the backwards still to come (with ``overlap_grad_reduce``)."""
+        return self._grad_sync(True)
+
+    @contextlib.contextmanager
+    def _grad_sync(self, enabled: bool) -> Iterator[None]:
+        previous, self._sync_enabled = self._sync_enabled, enabled
         try:
             yield
         finally:

@@ -206,17 +206,21 @@ def _model_options(args: argparse.Namespace):
     )
 
 
-def _check_world(args: argparse.Namespace, training: TrainingConfig) -> None:
-    """Under torchrun the data-parallel size is known now: check the batch arithmetic before any work."""
+def _check_world(config: RunConfig) -> None:
+    """Under torchrun the data-parallel size is known now: check the batch arithmetic (and the interleaved
+    schedule's micro-batch count) before any work."""
+    from megapmc.pipeline_parallel.schedules import check_num_micro_batches
+
     world = os.environ.get("WORLD_SIZE")
     if world is None:
         return
-    world, tp, pp = int(world), args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    world, tp, pp = int(world), config.tensor_model_parallel_size, config.pipeline.pipeline_model_parallel_size
     if world % (tp * pp):
         sizes = f"--tensor-model-parallel-size {tp}" + (f" x --pipeline-model-parallel-size {pp}" if pp > 1 else "")
         raise ValueError(f"{sizes} does not divide the {world} launched processes; launch a multiple of "
                          f"{tp * pp} processes or change the model-parallel sizes")
-    training.num_micro_batches(world // (tp * pp))
+    check_num_micro_batches(config.pipeline, config.model.num_layers,
+                            config.training.num_micro_batches(world // (tp * pp)))
 
 
 def build_run_config(args: argparse.Namespace, data_config) -> RunConfig:
@@ -241,7 +245,6 @@ def build_run_config(args: argparse.Namespace, data_config) -> RunConfig:
         exit_signal_handler=not args.no_exit_signal_handler, exit_interval=args.exit_interval,
         exit_duration_in_mins=args.exit_duration_in_mins,
     )
-    _check_world(args, training)
     optimizer = OptimizerConfig(
         lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay, adam_beta1=args.adam_beta1,
         adam_beta2=args.adam_beta2, adam_eps=args.adam_eps, clip_grad=args.clip_grad, bf16=args.bf16,
@@ -264,7 +267,7 @@ def build_run_config(args: argparse.Namespace, data_config) -> RunConfig:
         log_interval=args.log_interval, tensorboard_dir=args.tensorboard_dir,
         device_peak_tflops=args.device_peak_tflops, progress_bar=not args.no_progress_bar,
     )
-    return RunConfig(
+    config = RunConfig(
         model=_model_config(args), model_options=_model_options(args), optimizer=optimizer, data=data_config,
         lr_schedule=schedule, training=training, checkpoint=checkpoint, logging=logging,
         tensor_model_parallel_size=args.tensor_model_parallel_size, tokenizer_model=args.tokenizer_model,
@@ -274,3 +277,5 @@ def build_run_config(args: argparse.Namespace, data_config) -> RunConfig:
             decoder_first_pipeline_num_layers=args.decoder_first_pipeline_num_layers,
             decoder_last_pipeline_num_layers=args.decoder_last_pipeline_num_layers),
     )
+    _check_world(config)
+    return config

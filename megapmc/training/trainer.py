@@ -46,8 +46,12 @@ from megapmc.checkpoint.resume import load_for_resume
 from megapmc.optim.lr_schedule import LRScheduler
 from megapmc.parallel.state import ParallelState, destroy_parallel, initialize_parallel
 from megapmc.training import worker_exit
-from megapmc.parallel.state import ParallelState, initialize_parallel
-from megapmc.pipeline_parallel.schedules import get_forward_backward_func
+from megapmc.pipeline_parallel.schedules import (
+    check_num_micro_batches,
+    get_forward_backward_func,
+    micro_batch_multiple,
+    pad_micro_batches,
+)
 from megapmc.pipeline_parallel.stage import build_pipeline_model
 from megapmc.training.config import RunConfig
 from megapmc.training.logging import IterationStats, TrainingLogger
@@ -163,6 +167,8 @@ class Trainer:
         # No pipelining, 1F1B or interleaved: the one place the micro-batches of a step are run.
         self.forward_backward = get_forward_backward_func(config.pipeline, config.model.num_layers,
                                                           self.num_micro_batches)
+        self._micro_batch_multiple = micro_batch_multiple(config.pipeline, config.model.num_layers)
+        self._padding_noticed = False
         self._loaded_from: Path | None = None
         self._resume_note = ""
         self._verify_note = ""
@@ -388,7 +394,7 @@ class Trainer:
         # it the token mean over the global batch.
         scale = self.parallel.dp_size / count.float()
         self.optimizer.zero_grad()
-        loss_sum = self.forward_backward(self.model, self.ddp, micro_batches, self.parallel, scale)
+        loss_sum = self._run_schedule(micro_batches, scale, f"iteration {self.iteration + 1}")
         self.ddp.finish_grad_sync()
         lr = self.scheduler.get_lr()
         result = self.optimizer.step(lr)
@@ -396,6 +402,25 @@ class Trainer:
             self.scheduler.step()
         loss = (_all_reduce(loss_sum.reshape(1), self.parallel.dp_group)[0].double() / count).item()
         return loss, float(result.grad_norm), bool(result.skipped), lr, samples, rows
+
+    def _run_schedule(self, micro_batches: list[dict], scale, where: str, forward_only: bool = False) -> torch.Tensor:
+        """The step's micro-batches through the schedule. Pipelined, a step whose micro-batches are short
+        or too few for the schedule (instruction tuning's steps, a partial validation step) is first padded
+        with masked rows (``pad_micro_batches``: the loss and gradients stay those of the real rows), with
+        a one-line notice the first time."""
+        if self.parallel.pp_size > 1:
+            micro_batches, rows, extra = pad_micro_batches(micro_batches, self.config.training.micro_batch_size,
+                                                           self._micro_batch_multiple)
+            if (rows or extra) and not self._padding_noticed:
+                self._padding_noticed = True
+                what = [f"{rows} rows to --micro-batch-size {self.config.training.micro_batch_size}"] if rows else []
+                if extra:
+                    what.append(f"{extra} micro-batches to a multiple of --pipeline-model-parallel-size "
+                                f"{self.parallel.pp_size} for the interleaved schedule")
+                self.logger.print(f"note: {where}: padded the step with masked {' and '.join(what)} (no effect on "
+                                  f"the loss or the gradients; said once)")
+        return self.forward_backward(self.model, self.ddp, micro_batches, self.parallel, scale,
+                                     forward_only=forward_only)
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -410,8 +435,7 @@ class Trainer:
             micro_batches = self._next_step(it)
             if not micro_batches:
                 break
-            loss_sum += self.forward_backward(self.model, self.ddp, micro_batches, self.parallel, 1.0,
-                                              forward_only=True).double()
+            loss_sum += self._run_schedule(micro_batches, 1.0, "validation", forward_only=True).double()
             count += sum(mb["loss_mask"].sum(dtype=torch.float64) for mb in micro_batches)
         self.model.train()
         totals = _all_reduce(torch.stack([loss_sum, count]), self.parallel.dp_group)
@@ -542,7 +566,8 @@ def train(config: RunConfig, dataset_provider: DatasetProvider, parallel: Parall
         parallel = initialize_parallel(config.tensor_model_parallel_size,
                                        config.pipeline.pipeline_model_parallel_size)
     started_at = time.time()
-    config.training.num_micro_batches(parallel.dp_size)  # fail before building anything
+    check_num_micro_batches(config.pipeline, config.model.num_layers,  # fail before building anything
+                            config.training.num_micro_batches(parallel.dp_size))
     exit_signal = _ExitSignal(config.training.exit_signal_handler)
     try:
         try:

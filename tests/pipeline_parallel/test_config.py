@@ -1,11 +1,18 @@
 """Pipeline layouts without processes: the split of layers into (virtual) stages, Megatron's flags and
-their errors, the micro-batch checks and the bubble formula."""
+their errors, the micro-batch checks and padding, and the bubble formula."""
 import pytest
+import torch
 
 from megapmc.model.config import LlamaConfig
 from megapmc.parallel.state import ParallelState
 from megapmc.pipeline_parallel.config import PipelineConfig
-from megapmc.pipeline_parallel.schedules import bubble_fraction, check_num_micro_batches, get_forward_backward_func
+from megapmc.pipeline_parallel.schedules import (
+    bubble_fraction,
+    check_num_micro_batches,
+    get_forward_backward_func,
+    micro_batch_multiple,
+    pad_micro_batches,
+)
 from megapmc.pipeline_parallel.stage import PipelineModel, build_pipeline_model
 
 
@@ -55,6 +62,26 @@ def test_interleaving_needs_a_multiple_of_pp_micro_batches():
     assert get_forward_backward_func(PipelineConfig(4), 8, 3).__name__ == \
         "forward_backward_pipelining_without_interleaving"  # 1F1B runs any count (a long bubble)
     assert get_forward_backward_func(PipelineConfig(), 8, 1).__name__ == "forward_backward_no_pipelining"
+
+
+def _micro_batch(rows, seq=4):
+    return {"input_ids": torch.arange(rows * seq).view(rows, seq), "labels": torch.arange(rows * seq).view(rows, seq),
+            "loss_mask": torch.ones(rows, seq), "num_samples": torch.ones(rows, dtype=torch.int64)}
+
+
+def test_padding_fills_short_and_missing_micro_batches_with_masked_rows():
+    assert micro_batch_multiple(PipelineConfig(2, num_layers_per_virtual_pipeline_stage=1), 4) == 2
+    assert micro_batch_multiple(PipelineConfig(2), 4) == 1
+    step = [_micro_batch(2), _micro_batch(2), _micro_batch(1)]
+    padded, rows, extra = pad_micro_batches(step, micro_batch_size=2, multiple=2)
+    assert (rows, extra, len(padded)) == (1, 1, 4)
+    assert all(mb[k].shape[0] == 2 for mb in padded for k in mb)
+    assert torch.equal(padded[2]["input_ids"][1], step[2]["input_ids"][0])  # a real row, repeated
+    assert sum(mb["loss_mask"].sum() for mb in padded) == sum(mb["loss_mask"].sum() for mb in step)
+    assert sum(mb["num_samples"].sum() for mb in padded) == 5
+    assert step[2]["loss_mask"].shape == (1, 4) and step[2]["loss_mask"].all()  # the caller's step untouched
+    full, rows, extra = pad_micro_batches(step[:2], 2, 2)
+    assert rows == extra == 0 and all(a is b for a, b in zip(full, step[:2]))  # nothing to do: no copies
 
 
 def test_bubble_fraction():

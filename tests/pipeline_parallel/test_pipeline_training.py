@@ -157,3 +157,99 @@ def _shard_of(full: dict, local: dict, tp_rank: int, tp: int) -> dict:
     config = build_run_config(add_training_args(argparse.ArgumentParser()).parse_args(FLAGS), None).model
     meta = build_model(config, ParallelState.for_shapes(tp=tp, tp_rank=tp_rank), device="meta")
     return local_slices(meta, {k: full[k] for k in local})
+
+
+# ---- steps the schedule cannot run as they come: short and odd micro-batches, a partial validation step ----
+
+def _steps_loader(dataset, consumed, micro_batch_size, global_batch_size, parallel, num_workers):
+    """Whole steps of 5 samples as instruction tuning's loader gives them (``yields_steps``): micro-batches of
+    2, 2 and 1 rows; the validation set's 11 samples end on a step of one micro-batch of one row."""
+    def steps():
+        for start in range(consumed, len(dataset), 5):
+            rows = list(range(start, min(start + 5, len(dataset))))
+            yield [torch.utils.data.default_collate([dataset[i] for i in rows[k:k + micro_batch_size]])
+                   for k in range(0, len(rows), micro_batch_size)]
+    return steps()
+
+
+def _train_steps(flags, parallel):
+    """Two steps of 5 samples, then validation over all 3 of its steps (the last one partial)."""
+    args = FLAGS + ["--micro-batch-size", "2", "--eval-iters", "3"] + flags
+    config = build_run_config(add_training_args(argparse.ArgumentParser()).parse_args(args), None)
+    torch.manual_seed(config.training.seed)
+    data = TrainData(MaskedTokens(), MaskedTokens(num_samples=11, seed=1), loader_builder=_steps_loader,
+                     yields_steps=True)
+    trainer = Trainer(config, data, parallel)
+    it = trainer._loader(trainer.data.train_dataset, 0)
+    losses = [trainer.train_step(trainer._next_step(it))[0] for _ in range(2)]
+    return losses + [trainer.evaluate()]
+
+
+def _save_steps(rank, world_size, flags, out_dir):
+    losses = _train_steps(flags, initialize_parallel(1, world_size))
+    torch.save(losses, f"{out_dir}/rank{rank}.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("layout", ["pp2", "pp2_interleaved_v2"])
+def test_short_and_partial_steps_equal_one_process(layout, tmp_path, capfd):
+    """Pipelined, each step is padded with masked rows to full micro-batches (and, interleaved, to a multiple
+    of PP micro-batches); without it 1F1B exchanged activations of the wrong shape and the interleaved
+    validation raised on its partial last step."""
+    torch.set_num_threads(1)
+    reference = _train_steps([], ParallelState.single())
+    flags = LAYOUTS[layout][0]
+    run_distributed(_save_steps, 2, flags, str(tmp_path))
+    for rank in range(2):
+        assert torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) == pytest.approx(reference, rel=REL)
+    notice = "padded the step with masked 1 rows to --micro-batch-size 2"
+    if layout == "pp2_interleaved_v2":
+        notice += " and 1 micro-batches to a multiple of --pipeline-model-parallel-size 2"
+    assert capfd.readouterr().out.count(notice) == 1
+
+
+# ---- the DP reduction overlapped with the pipeline's backwards ---------------------------------------------
+
+def _save_overlap(rank, world_size, flags, out_dir):
+    """Train PP2 x DP2; record, each step, how many buckets had started their DP reduction when the schedule
+    returned (from the backward hooks of each chunk's last micro-batch), before ``finish_grad_sync``."""
+    parallel = initialize_parallel(1, 2)
+    config = build_run_config(add_training_args(argparse.ArgumentParser()).parse_args(FLAGS + flags), None)
+    torch.manual_seed(config.training.seed)
+    trainer = Trainer(config, TrainData(MaskedTokens(), MaskedTokens(seed=1), loader_builder=_loader), parallel)
+    buckets = [b for buffer in trainer.ddp.grad_buffers for b in buffer.buckets]
+    started, schedule = [], trainer.forward_backward
+
+    def forward_backward(*args, **kwargs):
+        loss_sum = schedule(*args, **kwargs)
+        started.append(sum(b.grad_sync_started for b in buckets))
+        return loss_sum
+    trainer.forward_backward = forward_backward
+    it = trainer._loader(trainer.data.train_dataset, 0)
+    out = [trainer.train_step([trainer._prepare(next(it)) for _ in range(trainer.num_micro_batches)])[:2]
+           for _ in range(STEPS)]
+    torch.save({"steps": out, "started": started, "buckets": len(buckets), "weights": _weights(trainer)},
+               f"{out_dir}/rank{rank}.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("layout", ["pp2_dp2_distopt", "pp2_interleaved_v2"])
+def test_overlapped_grad_reduce_equals_reducing_after_the_schedule(layout, tmp_path):
+    """--overlap-grad-reduce (the default) starts every bucket's reduction (all-reduce, or the distributed
+    optimizer's reduce-scatter) inside the schedule; losses, grad norms and weights are bit-identical to
+    --no-overlap-grad-reduce, which reduces everything after it."""
+    flags = LAYOUTS[layout][0] + ["--ddp-bucket-size", "5000"]  # several buckets per stage
+    runs = {}
+    for overlap in ("--overlap-grad-reduce", "--no-overlap-grad-reduce"):
+        out = tmp_path / overlap
+        out.mkdir()
+        run_distributed(_save_overlap, 4, flags + [overlap], str(out))
+        runs[overlap] = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(4)]
+    for on, off in zip(runs["--overlap-grad-reduce"], runs["--no-overlap-grad-reduce"]):
+        assert on["buckets"] > 1
+        assert on["started"] == [on["buckets"]] * STEPS and off["started"] == [0] * STEPS
+        assert on["steps"] == off["steps"]
+        for name, tensor in on["weights"].items():
+            assert torch.equal(tensor, off["weights"][name]), name
