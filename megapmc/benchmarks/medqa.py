@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from megapmc.benchmarks.records import BenchmarkFileError, LoadedSplit, MultipleChoiceItem, nonempty_str
-from megapmc.benchmarks.rows import first_record, read_rows
+from megapmc.benchmarks.rows import read_rows_with_layout
 
 LETTERS = ("A", "B", "C", "D", "E")
 GBAKER_ENDINGS = ("ending0", "ending1", "ending2", "ending3")
@@ -38,11 +38,9 @@ def read_medqa(path: str | Path, split: str = "test", num_options: int | None = 
     """Read one MedQA file. ``num_options`` (4 or 5) is checked against the file when given; otherwise
     the first usable record decides. The split's ``task`` is ``medqa`` (4) or ``medqa_5options``."""
     path = Path(path)
-    rows = list(read_rows(path))  # raises for a missing, empty or non-UTF-8 file
-    layout = medqa_layout(first_record(path))
-    if layout is None:
-        raise BenchmarkFileError(f"{path}: not a MedQA file (expected 'question'/'options'/'answer_idx' "
-                                 f"or the 4-option HF export's 'sent1'/'ending0'..'ending3'/'label')")
+    expected = ("MedQA file (expected 'question'/'options'/'answer_idx' or the 4-option HF export's "
+                "'sent1'/'ending0'..'ending3'/'label')")
+    rows, layout = read_rows_with_layout(path, medqa_layout, expected)
     out = LoadedSplit(task="medqa", split=split, source=str(path), layout=layout)
     for where, rec in rows:
         if isinstance(rec, str):

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from megapmc.benchmarks.records import BenchmarkFileError, LoadedSplit, MultipleChoiceItem, nonempty_str
-from megapmc.benchmarks.rows import first_record, read_json_document, read_rows
+from megapmc.benchmarks.rows import first_record, read_json_document, read_rows_with_layout
 
 LABELS = ("yes", "no", "maybe")
 LETTERS = ("A", "B", "C")
@@ -61,11 +61,9 @@ def read_pubmedqa(path: str | Path, ground_truth: str | Path | None = None, spli
                                      f"got {type(data).__name__}")
         records = [(f"{path}:{pmid}", str(pmid), rec) for pmid, rec in data.items()]
     else:
-        rows = list(read_rows(path))  # raises for a missing, empty or non-UTF-8 file
-        layout = pubmedqa_layout(first_record(path))
-        if layout is None:
-            raise BenchmarkFileError(f"{path}: not a PubMedQA file (expected ori_pqal.json, or rows with "
-                                     f"'pubid'/'question'/'context'/'final_decision' or 'QUESTION'/'CONTEXTS')")
+        expected = ("PubMedQA file (expected ori_pqal.json, or rows with 'pubid'/'question'/'context'/"
+                    "'final_decision' or 'QUESTION'/'CONTEXTS')")
+        rows, layout = read_rows_with_layout(path, pubmedqa_layout, expected)
         out = LoadedSplit(task="pubmedqa", split=split, source=str(path), layout=layout)
         records = []
         for where, rec in rows:

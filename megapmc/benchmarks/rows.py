@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 from megapmc.benchmarks.records import BenchmarkFileError
 
@@ -78,6 +78,16 @@ def read_rows(path: str | Path) -> Iterator[Row]:
             continue
         yield where, rec if isinstance(rec, dict) else "not a JSON object"
 
+
+def read_rows_with_layout(path: str | Path, detect: Callable[[dict | None], str | None],
+                          expected: str) -> tuple[list[Row], str]:
+    """The rows of ``path`` and the layout ``detect`` recognises in its first usable record, read once;
+    if it recognises none, an error naming the file and ``expected`` (what such a file holds)."""
+    rows = list(read_rows(path))  # raises for a missing, empty or non-UTF-8 file
+    layout = detect(next((rec for _, rec in rows if isinstance(rec, dict)), None))
+    if layout is None:
+        raise BenchmarkFileError(f"{path}: not a {expected}")
+    return rows, layout
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
     try:
